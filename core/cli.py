@@ -1,0 +1,122 @@
+"""The ``fieldwise`` command line.
+
+Every command reads the configuration once and turns a configuration problem into one line on
+stderr and exit status 2, never a traceback. Commands import what they run lazily, so ``--help`` and
+``status`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from importlib.metadata import version
+from typing import Any, TypeVar
+
+import click
+
+from core.config import Config, ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _config_errors_are_one_line(command: F) -> F:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ConfigError as exc:
+            click.echo(f"fieldwise: configuration error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version("fieldwise"), prog_name="fieldwise")
+def main() -> None:
+    """Fieldwise: AI scores, routing, battle cards and forecast notes inside your CRM."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="gunicorn worker processes (more than one needs FIELDWISE_REDIS_URL).",
+)
+@_config_errors_are_one_line
+def serve(host: str, port: int, workers: int) -> None:
+    """Serve the web app (webhooks, install, widgets, admin) with gunicorn."""
+    config = Config.from_env()
+    if workers > 1 and not config.redis_url:
+        raise ConfigError(
+            "FIELDWISE_REDIS_URL is not set: the embedded queue lives inside one process, "
+            "so --workers above 1 needs Redis for shared queues, dedupe and locks"
+        )
+    from gunicorn.app.base import BaseApplication
+
+    from handlers.app import create_app
+
+    class _Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            self.cfg.set("workers", workers)
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return create_app(config)
+
+    _Server().run()
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@_config_errors_are_one_line
+def worker(burst: bool) -> None:
+    """Work the rq queues (high, default, low) on FIELDWISE_REDIS_URL."""
+    config = Config.from_env()
+    if not config.redis_url:
+        raise ConfigError(
+            "FIELDWISE_REDIS_URL is not set: without Redis, jobs run inside `fieldwise serve` "
+            "or `fieldwise demo`; separate workers need a shared Redis"
+        )
+    from rq import Worker
+
+    from core import queue as job_queue
+
+    redis_queue = job_queue.configure(config)
+    assert isinstance(redis_queue, job_queue.RedisQueue)
+    Worker(redis_queue.queues(), connection=redis_queue.connection).work(
+        burst=burst, with_scheduler=True
+    )
+
+
+@main.command()
+@_config_errors_are_one_line
+def status() -> None:
+    """Print the health of Redis, the store, models and tenants as JSON (exit 1 if degraded)."""
+    config = Config.from_env(require_secrets=False)
+    from core import queue as job_queue
+    from core.store import Store
+    from handlers.health import collect_status
+
+    report = collect_status(job_queue.build(config), Store.from_config(config))
+    report["config"] = config.describe()
+    click.echo(json.dumps(report, indent=2, default=str))
+    sys.exit(0 if report["status"] == "ok" else 1)
+
+
+@main.command()
+@click.option("--secret-key", is_flag=True, help="Print a FIELDWISE_SECRET_KEY instead.")
+def keygen(secret_key: bool) -> None:
+    """Print a new FIELDWISE_ENCRYPTION_KEY (or, with --secret-key, a FIELDWISE_SECRET_KEY)."""
+    import secrets
+
+    from core.crypto import generate_key
+
+    click.echo(secrets.token_urlsafe(48) if secret_key else generate_key())

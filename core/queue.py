@@ -1,0 +1,402 @@
+"""Job queues: rq on Redis, or an embedded in-process queue with the same semantics.
+
+Jobs are module-level functions referenced by dotted path (``"sync.jobs.fetch_changes"``) and take
+ids, not objects. :func:`configure` picks the backend once per process from ``FIELDWISE_REDIS_URL``:
+
+* set: rq queues on that Redis, worked by ``fieldwise worker`` processes (``rq worker`` semantics,
+  with the scheduler, so retries with intervals fire);
+* unset: :class:`EmbeddedQueue`, a worker thread inside this process, for the demo and single-machine
+  installs.
+
+Both honour the same contract: a deterministic ``job_id`` makes enqueueing idempotent (a second
+enqueue of a queued, running or recently finished job is refused as a duplicate), and a
+:class:`RetryPolicy` retries a failing job ``max`` more times after the given intervals, then keeps it
+as failed with its error. When Redis cannot be reached, :class:`QueueUnavailable` is raised so
+callers (webhook handlers) can answer 503 and let the CRM redeliver.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job
+
+from core.config import Config
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAMES = ("high", "default", "low")
+"""Queues in priority order: webhooks and write-backs are ``high``, backfills ``low``."""
+JOB_TIMEOUT_S = 600
+"""Longest a single job may run before rq kills it."""
+RESULT_TTL_S = 3600
+"""How long a finished job (and so its id, for dedupe) is kept."""
+FAILURE_TTL_S = 7 * 24 * 3600
+"""How long a failed job is kept for inspection and requeueing."""
+
+
+class QueueUnavailable(Exception):
+    """Work cannot be accepted durably right now (Redis is unreachable)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and when a failed job is retried.
+
+    Attributes:
+        max: retries after the first attempt.
+        intervals: seconds to wait before each retry; the last value repeats.
+    """
+
+    max: int = 3
+    intervals: tuple[float, ...] = (10, 30, 60)
+
+    def delay(self, retry_number: int) -> float:
+        """Seconds before retry ``retry_number`` (1-based)."""
+        if not self.intervals:
+            return 0.0
+        return float(self.intervals[min(retry_number - 1, len(self.intervals) - 1)])
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class JobQueue(Protocol):
+    """What callers need from a queue, whichever backend runs it."""
+
+    def enqueue(
+        self,
+        func: str,
+        *args: Any,
+        job_id: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> str | None:
+        """Queue ``func(*args)``; returns the job id, or None when ``job_id`` is a duplicate."""
+        ...
+
+    def status(self, job_id: str) -> str | None:
+        """``queued``, ``scheduled``, ``started``, ``finished``, ``failed`` or None if unknown."""
+        ...
+
+    def error(self, job_id: str) -> str | None:
+        """The last error of a failed job."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """Backend status for ``/healthz``; raises QueueUnavailable when it is down."""
+        ...
+
+
+def resolve(func: str) -> Callable[..., Any]:
+    """Import a job function from its dotted path.
+
+    Raises:
+        ValueError: the path does not name a module-level function.
+    """
+    module_name, _, attribute = func.rpartition(".")
+    if not module_name:
+        raise ValueError(f"job function {func!r} must be a dotted path like 'sync.jobs.fetch'")
+    target = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(target):
+        raise ValueError(f"{func!r} is not a function")
+    return target
+
+
+# --------------------------------------------------------------------------------------------------
+# rq on Redis
+
+
+class RedisQueue:
+    """rq queues on one Redis connection."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+        self._queues = {name: Queue(name, connection=self.connection) for name in QUEUE_NAMES}
+
+    def enqueue(
+        self,
+        func: str,
+        *args: Any,
+        job_id: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> str | None:
+        """Queue a job on rq (see :class:`JobQueue`)."""
+        target = self._queue(queue)
+        resolve(func)  # fail at the caller, not in a worker, when the path is wrong
+        rq_retry = None
+        if retry is not None and retry.max > 0:
+            rq_retry = Retry(max=retry.max, interval=[round(s) for s in retry.intervals] or 0)
+        try:
+            job = target.enqueue_call(
+                func,
+                args=args,
+                job_id=job_id,
+                retry=rq_retry,
+                timeout=JOB_TIMEOUT_S,
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=FAILURE_TTL_S,
+                unique=job_id is not None,
+            )
+        except DuplicateJobError:
+            return None
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        return str(job.id)
+
+    def status(self, job_id: str) -> str | None:
+        """The rq status of a job."""
+        try:
+            job = Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            return None
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        status = job.get_status(refresh=False)
+        return None if status is None else str(getattr(status, "value", status))
+
+    def error(self, job_id: str) -> str | None:
+        """The traceback text of a failed job."""
+        try:
+            job = Job.fetch(job_id, connection=self.connection)
+        except NoSuchJobError:
+            return None
+        latest = job.latest_result()
+        return None if latest is None else latest.exc_string
+
+    def health(self) -> dict[str, Any]:
+        """Ping Redis and report queue depths."""
+        try:
+            self.connection.ping()
+            depths = {name: q.count for name, q in self._queues.items()}
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        return {"backend": "redis", "queues": depths}
+
+    def queues(self) -> list[Queue]:
+        """The rq queues, highest priority first (for workers)."""
+        return [self._queues[name] for name in QUEUE_NAMES]
+
+    def _queue(self, name: str) -> Queue:
+        if name not in self._queues:
+            raise ValueError(f"unknown queue {name!r}; expected one of {', '.join(QUEUE_NAMES)}")
+        return self._queues[name]
+
+
+# --------------------------------------------------------------------------------------------------
+# Embedded
+
+
+@dataclass
+class _EmbeddedJob:
+    id: str
+    func: str
+    args: tuple[Any, ...]
+    queue: str
+    retry: RetryPolicy | None
+    status: str = "queued"
+    attempts: int = 0
+    not_before: float = 0.0
+    error: str | None = None
+    result: Any = None
+    finished_at: float = 0.0
+    history: list[str] = field(default_factory=list)
+
+
+class EmbeddedQueue:
+    """Runs jobs in a worker thread of this process, with rq's dedupe and retry semantics."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self._jobs: dict[str, _EmbeddedJob] = {}
+        self._cond = threading.Condition()
+        self._counter = 0
+        self._stopping = False
+        self._paused = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"fieldwise-embedded-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def enqueue(
+        self,
+        func: str,
+        *args: Any,
+        job_id: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> str | None:
+        """Queue a job in this process (see :class:`JobQueue`)."""
+        if queue not in QUEUE_NAMES:
+            raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUE_NAMES)}")
+        resolve(func)
+        with self._cond:
+            self._expire_finished()
+            if job_id is not None and job_id in self._jobs:
+                return None
+            if job_id is None:
+                self._counter += 1
+                job_id = f"embedded-{self._counter}"
+            self._jobs[job_id] = _EmbeddedJob(job_id, func, tuple(args), queue, retry)
+            self._cond.notify_all()
+        return job_id
+
+    def status(self, job_id: str) -> str | None:
+        """The status of a job."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            return None if job is None else job.status
+
+    def error(self, job_id: str) -> str | None:
+        """The last error of a job."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            return None if job is None else job.error
+
+    def attempts(self, job_id: str) -> int:
+        """How many times a job has been started."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            return 0 if job is None else job.attempts
+
+    def health(self) -> dict[str, Any]:
+        """Queue depths per status."""
+        with self._cond:
+            counts: dict[str, int] = {}
+            for job in self._jobs.values():
+                counts[job.status] = counts.get(job.status, 0) + 1
+        return {"backend": "embedded", "jobs": counts}
+
+    def drain(self, timeout_s: float = 60.0) -> bool:
+        """Wait until no job is queued, scheduled or running; False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while any(j.status in {"queued", "scheduled", "started"} for j in self._jobs.values()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(timeout=min(remaining, 0.05))
+        return True
+
+    def pause(self) -> None:
+        """Hold queued jobs (running ones finish); like stopping every rq worker."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        """Start taking jobs again."""
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Stop the worker threads after their current job."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _next(self) -> _EmbeddedJob | None:
+        if self._paused:
+            return None
+        now = time.time()
+        for name in QUEUE_NAMES:
+            for job in self._jobs.values():
+                ready = job.status == "queued" or (
+                    job.status == "scheduled" and job.not_before <= now
+                )
+                if job.queue == name and ready:
+                    job.status = "started"
+                    job.attempts += 1
+                    return job
+        return None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = None
+                while not self._stopping and (job := self._next()) is None:
+                    self._cond.wait(timeout=0.05)
+                if self._stopping or job is None:
+                    return
+            self._run(job)
+
+    def _run(self, job: _EmbeddedJob) -> None:
+        try:
+            result = resolve(job.func)(*job.args)
+        except Exception:
+            error = traceback.format_exc()
+            log.warning("job %s (%s) failed on attempt %d", job.id, job.func, job.attempts)
+            with self._cond:
+                job.error = error
+                retries_done = job.attempts - 1
+                if job.retry is not None and retries_done < job.retry.max:
+                    job.status = "scheduled"
+                    job.not_before = time.time() + job.retry.delay(retries_done + 1)
+                else:
+                    job.status = "failed"
+                    job.finished_at = time.time()
+                self._cond.notify_all()
+            return
+        with self._cond:
+            job.status = "finished"
+            job.result = result
+            job.finished_at = time.time()
+            self._cond.notify_all()
+
+    def _expire_finished(self) -> None:
+        horizon = time.time() - RESULT_TTL_S
+        for job_id in [
+            j.id for j in self._jobs.values() if j.status == "finished" and j.finished_at < horizon
+        ]:
+            del self._jobs[job_id]
+
+
+# --------------------------------------------------------------------------------------------------
+# The process-wide queue
+
+_current: JobQueue | None = None
+_current_lock = threading.Lock()
+
+
+def build(config: Config) -> JobQueue:
+    """A queue for the configuration: rq when ``redis_url`` is set, else embedded."""
+    if config.redis_url:
+        return RedisQueue(config.redis_url)
+    return EmbeddedQueue()
+
+
+def configure(config: Config) -> JobQueue:
+    """Set this process's queue from configuration (web, worker and CLI start-up call this)."""
+    global _current
+    with _current_lock:
+        if isinstance(_current, EmbeddedQueue):
+            _current.stop()
+        _current = build(config)
+        return _current
+
+
+def current() -> JobQueue:
+    """This process's queue; jobs use it to enqueue follow-up jobs.
+
+    Raises:
+        RuntimeError: :func:`configure` has not been called in this process.
+    """
+    if _current is None:
+        raise RuntimeError(
+            "the job queue is not configured; call core.queue.configure(config) first"
+        )
+    return _current

@@ -1,0 +1,429 @@
+"""The LanceDB store: every read and write of synced CRM data goes through here.
+
+One table per entity (``leads``, ``contacts``, ``accounts``, ``opportunities``, ``activities``,
+``notes``, ``users``), each with columns derived from the canonical schema in ``core.schemas``. Rows
+are keyed by ``(tenant_id, crm_id)``. Upserts use LanceDB's ``merge_insert`` with a guard so a row is
+replaced only by a strictly newer ``updated_at``: re-delivered or late, older events change nothing.
+``notes`` also carries an embedding column and a full-text index for retrieval.
+
+Every function takes the tenant id first and refuses to run without one: there is no way to read
+across tenants by accident.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.index import FTS
+from marshmallow import fields as mfields
+
+from core.config import Config
+from core.embeddings import DIMENSION, MODEL_ID, Embedder, get_embedder
+from core.schemas import SCHEMAS, TENANT_ID_PATTERN, load_records
+
+log = logging.getLogger(__name__)
+
+TABLES: dict[str, str] = {
+    "lead": "leads",
+    "contact": "contacts",
+    "account": "accounts",
+    "opportunity": "opportunities",
+    "activity": "activities",
+    "note": "notes",
+    "user": "users",
+}
+"""Entity name to table name."""
+
+KEY_COLUMNS = ("tenant_id", "crm_id")
+_NEWER_ONLY = "target.updated_at < source.updated_at"
+_EXTRA_NOTE_COLUMNS = {"vector": pa.list_(pa.float32(), DIMENSION), "embedding_model": pa.string()}
+
+
+class TenantRequiredError(TypeError):
+    """A store function was called without a valid tenant id: a programming error, never data."""
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What one upsert changed."""
+
+    inserted: int
+    updated: int
+    skipped_stale: int
+    """Rows in the batch that were not newer than what the store holds (or duplicates in it)."""
+    embedded: int = 0
+
+
+def arrow_schema(entity: str) -> pa.Schema:
+    """The table layout for an entity, derived from its canonical schema."""
+    declared = SCHEMAS[entity]._declared_fields
+    ordered = list(KEY_COLUMNS) + [name for name in declared if name not in KEY_COLUMNS]
+    columns = [pa.field(name, _arrow_type(declared[name])) for name in ordered]
+    if entity == "note":
+        columns += [pa.field(name, kind) for name, kind in _EXTRA_NOTE_COLUMNS.items()]
+    return pa.schema(columns)
+
+
+def _arrow_type(field: mfields.Field) -> pa.DataType:
+    if isinstance(field, mfields.AwareDateTime | mfields.DateTime):
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(field, mfields.Date):
+        return pa.date32()
+    if isinstance(field, mfields.Boolean):
+        return pa.bool_()
+    if isinstance(field, mfields.Integer):
+        return pa.int64()
+    if isinstance(field, mfields.Float):
+        return pa.float64()
+    if isinstance(field, mfields.List):
+        return pa.list_(pa.string())
+    # Strings, and the ``custom`` mapping, which is stored as JSON text.
+    return pa.string()
+
+
+class Store:
+    """A connection to the LanceDB database holding every tenant's synced records."""
+
+    def __init__(
+        self,
+        uri: str,
+        storage_options: Mapping[str, str] | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.uri = uri
+        self._db = lancedb.connect(uri, storage_options=dict(storage_options or {}) or None)
+        self._embedder = embedder
+        self._tables: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Store:
+        """Open the store named by ``FIELDWISE_LANCEDB_URI``."""
+        return cls(config.lancedb_uri, config.lancedb_storage_options)
+
+    # ----------------------------------------------------------------------------------------------
+    # Writes
+
+    def upsert(
+        self, tenant_id: str, entity: str, records: Iterable[Mapping[str, Any]]
+    ) -> UpsertResult:
+        """Insert new records and replace older versions of existing ones.
+
+        Records are validated against the canonical schema first; one bad record fails the whole
+        batch and nothing is written. Within the batch, the newest version of each id wins. A record
+        replaces a stored one only if its ``updated_at`` is strictly newer. Notes are embedded here,
+        and only those that are new or changed.
+
+        Args:
+            tenant_id: the tenant every record must belong to.
+            entity: one of ``lead contact account opportunity activity note user``.
+            records: canonical records (``core.schemas``).
+
+        Returns:
+            Counts of inserted, updated and skipped rows.
+
+        Raises:
+            TenantRequiredError: no valid tenant id.
+            RecordValidationError: a record is invalid (names the record and field).
+            ValueError: a record belongs to another tenant.
+        """
+        _require_tenant(tenant_id)
+        table_name = _table_name(entity)
+        rows = load_records(entity, [dict(r) for r in records])
+        for row in rows:
+            if row["tenant_id"] != tenant_id:
+                raise ValueError(
+                    f"{entity} {row['crm_id']} belongs to tenant {row['tenant_id']!r}, "
+                    f"not {tenant_id!r}; nothing was written"
+                )
+        newest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            held = newest.get(row["crm_id"])
+            if held is None or held["updated_at"] < row["updated_at"]:
+                newest[row["crm_id"]] = row
+        batch = list(newest.values())
+        duplicates = len(rows) - len(batch)
+        if not batch:
+            return UpsertResult(0, 0, duplicates)
+        embedded = 0
+        if entity == "note":
+            batch, stale = self._drop_stale(tenant_id, entity, batch)
+            duplicates += stale
+            embedded = self._embed_notes(batch)
+            if not batch:
+                return UpsertResult(0, 0, duplicates)
+        table = self._table(entity, create=True)
+        data = _to_arrow(entity, batch)
+        result = (
+            table.merge_insert(list(KEY_COLUMNS))
+            .when_matched_update_all(where=_NEWER_ONLY)
+            .when_not_matched_insert_all()
+            .execute(data)
+        )
+        inserted = int(result.num_inserted_rows)
+        updated = int(result.num_updated_rows)
+        if entity == "note" and inserted:
+            self._ensure_text_index(table)
+        log.debug("upsert %s/%s: %d inserted, %d updated", tenant_id, table_name, inserted, updated)
+        return UpsertResult(
+            inserted, updated, duplicates + len(batch) - inserted - updated, embedded
+        )
+
+    def delete(self, tenant_id: str, entity: str, crm_ids: Sequence[str]) -> int:
+        """Delete records by CRM id; returns how many rows were removed."""
+        _require_tenant(tenant_id)
+        table = self._table(entity)
+        if table is None or not crm_ids:
+            return 0
+        where = f"{_tenant_filter(tenant_id)} AND crm_id IN ({_sql_list(crm_ids)})"
+        before = table.count_rows(where)
+        if before:
+            table.delete(where)
+        return int(before)
+
+    # ----------------------------------------------------------------------------------------------
+    # Reads
+
+    def get(self, tenant_id: str, entity: str, crm_id: str) -> dict[str, Any] | None:
+        """One record by CRM id, or None."""
+        found = self.get_many(tenant_id, entity, [crm_id])
+        return found[0] if found else None
+
+    def get_many(self, tenant_id: str, entity: str, crm_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Records by CRM id (missing ids are simply absent from the result)."""
+        _require_tenant(tenant_id)
+        if not crm_ids:
+            return []
+        return self.query(tenant_id, entity, filters={"crm_id": list(crm_ids)})
+
+    def query(
+        self,
+        tenant_id: str,
+        entity: str,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A tenant's records matching equality filters (a list value means IN)."""
+        table = self.to_arrow(tenant_id, entity, filters=filters, columns=columns, limit=limit)
+        return [_from_row(row) for row in table.to_pylist()]
+
+    def to_arrow(
+        self,
+        tenant_id: str,
+        entity: str,
+        *,
+        filters: Mapping[str, Any] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """A tenant's records as an Arrow table (for feature building over many rows)."""
+        _require_tenant(tenant_id)
+        schema = arrow_schema(entity)
+        table = self._table(entity)
+        if table is None:
+            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
+        where = _where(tenant_id, schema, filters)
+        query = table.search().where(where)
+        if columns is not None:
+            unknown = [c for c in columns if c not in schema.names]
+            if unknown:
+                raise ValueError(f"{entity} has no column {unknown[0]!r}")
+            query = query.select(list(columns))
+        query = query.limit(limit) if limit is not None else query.limit(None)
+        return query.to_arrow()
+
+    def count(self, tenant_id: str, entity: str) -> int:
+        """Number of a tenant's records of an entity."""
+        _require_tenant(tenant_id)
+        table = self._table(entity)
+        return 0 if table is None else int(table.count_rows(_tenant_filter(tenant_id)))
+
+    def search_notes_text(
+        self,
+        tenant_id: str,
+        text: str,
+        *,
+        limit: int = 10,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text (BM25) search over a tenant's notes, best first, with ``_score``."""
+        _require_tenant(tenant_id)
+        table = self._table("note")
+        if table is None or not text.strip():
+            return []
+        self._ensure_text_index(table)
+        where = _where(tenant_id, arrow_schema("note"), filters)
+        hits = (
+            table.search(text, query_type="fts", fts_columns="body")
+            .where(where, prefilter=True)
+            .limit(limit)
+            .to_arrow()
+        )
+        return [_from_row(row) for row in hits.drop_columns(["vector"]).to_pylist()]
+
+    def search_notes_vector(
+        self,
+        tenant_id: str,
+        query: str | np.ndarray,
+        *,
+        limit: int = 10,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Nearest notes by cosine distance to a text or vector, with ``_distance``."""
+        _require_tenant(tenant_id)
+        table = self._table("note")
+        if table is None:
+            return []
+        vector = self._embedder_or_default().embed_one(query) if isinstance(query, str) else query
+        where = _where(tenant_id, arrow_schema("note"), filters)
+        hits = (
+            table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
+            .distance_type("cosine")
+            .where(where, prefilter=True)
+            .limit(limit)
+            .to_arrow()
+        )
+        return [_from_row(row) for row in hits.drop_columns(["vector"]).to_pylist()]
+
+    # ----------------------------------------------------------------------------------------------
+    # Internals
+
+    def table_names(self) -> list[str]:
+        """Tables that exist (for health checks)."""
+        return sorted(_list_tables(self._db))
+
+    def _table(self, entity: str, create: bool = False) -> Any:
+        name = _table_name(entity)
+        with self._lock:
+            if name in self._tables:
+                return self._tables[name]
+            if name in _list_tables(self._db):
+                table = self._db.open_table(name)
+            elif create:
+                table = self._db.create_table(name, schema=arrow_schema(entity), exist_ok=True)
+            else:
+                return None
+            self._tables[name] = table
+            return table
+
+    def _drop_stale(
+        self, tenant_id: str, entity: str, batch: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], int]:
+        table = self._table(entity)
+        if table is None:
+            return batch, 0
+        held = {
+            row["crm_id"]: row["updated_at"]
+            for row in self.to_arrow(
+                tenant_id,
+                entity,
+                filters={"crm_id": [r["crm_id"] for r in batch]},
+                columns=["crm_id", "updated_at"],
+            ).to_pylist()
+        }
+        fresh = [r for r in batch if r["crm_id"] not in held or held[r["crm_id"]] < r["updated_at"]]
+        return fresh, len(batch) - len(fresh)
+
+    def _embed_notes(self, batch: list[dict[str, Any]]) -> int:
+        if not batch:
+            return 0
+        texts = [" ".join(part for part in (r.get("title"), r["body"]) if part) for r in batch]
+        vectors = self._embedder_or_default().embed(texts)
+        for row, vector in zip(batch, vectors, strict=True):
+            row["vector"] = vector.tolist()
+            row["embedding_model"] = MODEL_ID
+        return len(batch)
+
+    def _embedder_or_default(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = get_embedder()
+        return self._embedder
+
+    def _ensure_text_index(self, table: Any) -> None:
+        # LanceDB's native FTS also searches rows added after the index was built (a flat scan of
+        # the unindexed part), so the index is created once and refreshed by ``optimize`` jobs.
+        if not any(idx.index_type == "FTS" for idx in table.list_indices()):
+            table.create_index("body", config=FTS(with_position=False), replace=True)
+
+
+def _list_tables(db: Any) -> list[str]:
+    listed = db.list_tables()
+    return list(getattr(listed, "tables", listed))
+
+
+def _table_name(entity: str) -> str:
+    if entity not in TABLES:
+        raise KeyError(f"unknown entity {entity!r}; expected one of {', '.join(TABLES)}")
+    return TABLES[entity]
+
+
+def _require_tenant(tenant_id: Any) -> None:
+    if not isinstance(tenant_id, str) or not TENANT_ID_PATTERN.match(tenant_id):
+        raise TenantRequiredError(
+            f"store calls need a tenant id (letters, digits, _.:-), got {tenant_id!r}"
+        )
+
+
+def _sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat()}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _sql_list(values: Iterable[Any]) -> str:
+    return ", ".join(_sql_literal(v) for v in values)
+
+
+def _tenant_filter(tenant_id: str) -> str:
+    return f"tenant_id = {_sql_literal(tenant_id)}"
+
+
+def _where(tenant_id: str, schema: pa.Schema, filters: Mapping[str, Any] | None) -> str:
+    clauses = [_tenant_filter(tenant_id)]
+    for name, value in (filters or {}).items():
+        if name not in schema.names or name == "tenant_id":
+            raise ValueError(f"cannot filter on {name!r}: not a column of this table")
+        if isinstance(value, list | tuple | set | frozenset):
+            if not value:
+                return "FALSE"
+            clauses.append(f"{name} IN ({_sql_list(value)})")
+        elif value is None:
+            clauses.append(f"{name} IS NULL")
+        else:
+            clauses.append(f"{name} = {_sql_literal(value)}")
+    return " AND ".join(clauses)
+
+
+def _to_arrow(entity: str, rows: list[dict[str, Any]]) -> pa.Table:
+    schema = arrow_schema(entity)
+    prepared = []
+    for row in rows:
+        out = dict(row)
+        out["custom"] = json.dumps(row.get("custom") or {}, sort_keys=True, default=str)
+        prepared.append({name: out.get(name) for name in schema.names})
+    return pa.Table.from_pylist(prepared, schema=schema)
+
+
+def _from_row(row: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(row.get("custom"), str):
+        row["custom"] = json.loads(row["custom"])
+    return row

@@ -1,0 +1,64 @@
+"""``GET /healthz``: whether Fieldwise can do its work right now, as JSON.
+
+Reports the queue backend (Redis reachable, queue depths), the store (reachable, tables), scoring
+models and installed tenants' tokens. The answer is 200 when every dependency works and 503
+otherwise, so load balancers and orchestrators can act on it. ``fieldwise status`` prints the same.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from core.queue import JobQueue, QueueUnavailable
+from core.store import Store
+
+bp = Blueprint("health", __name__)
+
+
+def collect_status(queue: JobQueue, store: Store) -> dict[str, Any]:
+    """Check each dependency and say how it is."""
+    checks: dict[str, Any] = {}
+    try:
+        started = time.perf_counter()
+        checks["redis"] = {"ok": True, **queue.health()}
+        checks["redis"]["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    except QueueUnavailable as exc:
+        checks["redis"] = {"ok": False, "error": str(exc)}
+    try:
+        tables = store.table_names()
+        checks["store"] = {"ok": True, "uri": store.uri, "tables": tables}
+    except Exception as exc:  # any storage failure is reported, not raised
+        checks["store"] = {"ok": False, "uri": store.uri, "error": f"{type(exc).__name__}: {exc}"}
+    checks["model"] = _model_status(store, checks["store"]["ok"])
+    checks["tenants"] = _tenant_status(store, checks["store"]["ok"])
+    healthy = checks["redis"]["ok"] and checks["store"]["ok"]
+    return {"status": "ok" if healthy else "degraded", **checks}
+
+
+def _model_status(store: Store, store_ok: bool) -> dict[str, Any]:
+    if not store_ok:
+        return {"ok": False, "error": "store unavailable"}
+    # The model registry table appears with the first trained model.
+    trained = "models" in store.table_names()
+    detail = "models registered" if trained else "no model trained yet: run `fieldwise train`"
+    return {"ok": True, "trained": trained, "detail": detail}
+
+
+def _tenant_status(store: Store, store_ok: bool) -> dict[str, Any]:
+    if not store_ok:
+        return {"ok": False, "error": "store unavailable"}
+    # The tenants table appears with the first CRM install.
+    installed = "tenants" in store.table_names()
+    detail = "tenants installed" if installed else "no CRM installed yet: see /install/<crm>"
+    return {"ok": True, "installed": installed, "detail": detail}
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """Report dependency status; 503 when any dependency is down."""
+    extensions = current_app.extensions
+    status = collect_status(extensions["fieldwise.queue"], extensions["fieldwise.store"])
+    return jsonify(status), 200 if status["status"] == "ok" else 503

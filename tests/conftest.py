@@ -1,0 +1,75 @@
+"""Fixtures every test layer shares: configuration, the app, real Redis, and a network guard."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import Config
+
+TEST_REDIS_URL = os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+"""Tests use their own Redis database number and flush it; never point this at real data."""
+REDIS_REQUIRED = os.environ.get("FIELDWISE_REQUIRE_REDIS") == "1"
+
+
+class NetworkAccessError(RuntimeError):
+    """A test tried to reach an address off this machine."""
+
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address: Any) -> Any:
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            allowed = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            allowed = host == "localhost"
+        if not allowed:
+            raise NetworkAccessError(f"tests may only connect to loopback, not {address!r}")
+    return _real_connect(sock, address)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network_beyond_loopback() -> Iterator[None]:
+    """Everything Fieldwise needs in tests is local; any other connection is a bug."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def demo_config(tmp_path: Path) -> Config:
+    """A demo configuration (fresh secrets) with the store in a temporary folder."""
+    return Config.for_demo(lancedb_uri=str(tmp_path / "lancedb"))
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The URL of a real, reachable Redis database, flushed before and after the test.
+
+    Skips with the reason when Redis is not reachable, unless FIELDWISE_REQUIRE_REDIS=1, where an
+    unreachable Redis fails the test instead.
+    """
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL, socket_connect_timeout=1)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis not reachable at {TEST_REDIS_URL}: {exc}"
+        if REDIS_REQUIRED:
+            pytest.fail(f"{message} (FIELDWISE_REQUIRE_REDIS=1 makes it required)")
+        pytest.skip(message)
+    client.flushdb()
+    yield TEST_REDIS_URL
+    client.flushdb()
+    client.close()

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from core.embeddings import DIMENSION, Embedder, get_embedder
+
+
+@pytest.fixture
+def network_off(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network is off for this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_paraphrases_are_closer_than_an_unrelated_sentence_with_the_network_off(network_off):
+    embedder = Embedder()
+    a, b, unrelated = embedder.embed(
+        [
+            "The customer wants a discount before they sign the contract.",
+            "They asked us to lower the price ahead of signing.",
+            "The office plants need watering twice a week.",
+        ]
+    )
+    assert float(a @ b) > float(a @ unrelated) + 0.3
+    assert float(a @ b) > float(b @ unrelated) + 0.3
+
+
+def test_embeddings_are_unit_length_batched_consistently_and_shaped():
+    embedder = get_embedder()
+    texts = [f"note number {i} about pricing" for i in range(70)] + [""]
+    vectors = embedder.embed(texts, batch_size=16)
+    assert vectors.shape == (71, DIMENSION)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    alone = embedder.embed([texts[33]])[0]
+    assert np.allclose(alone, vectors[33], atol=1e-4)
+
+
+def test_the_model_loads_once_per_process():
+    assert get_embedder() is get_embedder()
+
+
+def test_a_single_string_is_refused_instead_of_embedding_each_character():
+    with pytest.raises(TypeError, match="sequence of texts"):
+        get_embedder().embed("one text")

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from core.embeddings import get_embedder
+from core.schemas import RecordValidationError
+from core.store import Store, TenantRequiredError
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(str(tmp_path / "lancedb"))
+
+
+def lead(tenant, i, updated_at=NOW, **fields):
+    return {
+        "tenant_id": tenant,
+        "crm": "salesforce",
+        "crm_id": f"00Q{i:07d}",
+        "updated_at": updated_at,
+        "email": f"p{i}@example.com",
+        **fields,
+    }
+
+
+def note(tenant, crm_id, body, updated_at=NOW, **fields):
+    return {
+        "tenant_id": tenant,
+        "crm": "hubspot",
+        "crm_id": crm_id,
+        "updated_at": updated_at,
+        "body": body,
+        **fields,
+    }
+
+
+def test_upserting_10k_records_twice_changes_nothing_the_second_time(store):
+    records = [lead("t1", i, custom={"rank": i}) for i in range(10_000)]
+    first = store.upsert("t1", "lead", records)
+    assert (first.inserted, first.updated) == (10_000, 0)
+    before = store.to_arrow("t1", "lead").sort_by("crm_id")
+    second = store.upsert("t1", "lead", records)
+    assert (second.inserted, second.updated, second.skipped_stale) == (0, 0, 10_000)
+    after = store.to_arrow("t1", "lead").sort_by("crm_id")
+    assert store.count("t1", "lead") == 10_000
+    assert after.equals(before)
+
+
+def test_an_older_updated_at_never_overwrites_a_newer_one(store):
+    store.upsert("t1", "lead", [lead("t1", 1, updated_at=NOW, company="Newer Inc")])
+    late = store.upsert(
+        "t1", "lead", [lead("t1", 1, updated_at=NOW - timedelta(hours=1), company="Older Inc")]
+    )
+    assert (late.updated, late.skipped_stale) == (0, 1)
+    assert store.get("t1", "lead", "00Q0000001")["company"] == "Newer Inc"
+    newer = store.upsert(
+        "t1", "lead", [lead("t1", 1, updated_at=NOW + timedelta(seconds=1), company="Newest Inc")]
+    )
+    assert newer.updated == 1
+    assert store.get("t1", "lead", "00Q0000001")["company"] == "Newest Inc"
+
+
+def test_within_one_batch_the_newest_version_of_an_id_wins(store):
+    batch = [
+        lead("t1", 7, updated_at=NOW + timedelta(minutes=m), company=f"v{m}") for m in (2, 5, 1)
+    ]
+    store.upsert("t1", "lead", batch)
+    assert store.count("t1", "lead") == 1
+    assert store.get("t1", "lead", "00Q0000007")["company"] == "v5"
+
+
+def test_tenant_a_never_sees_tenant_b_rows(store):
+    store.upsert("tenant-a", "lead", [lead("tenant-a", i) for i in range(5)])
+    store.upsert("tenant-b", "lead", [lead("tenant-b", i, company="B only") for i in range(3)])
+    assert store.count("tenant-a", "lead") == 5
+    assert store.count("tenant-b", "lead") == 3
+    rows_a = store.query("tenant-a", "lead")
+    assert {r["tenant_id"] for r in rows_a} == {"tenant-a"}
+    assert all(r["company"] != "B only" for r in rows_a)
+    # Same CRM id in both tenants: each tenant gets its own row.
+    assert store.get("tenant-a", "lead", "00Q0000001")["tenant_id"] == "tenant-a"
+    assert store.get("tenant-b", "lead", "00Q0000001")["tenant_id"] == "tenant-b"
+
+
+@pytest.mark.parametrize("tenant", [None, "", "x' OR '1'='1", 42])
+def test_reads_and_writes_without_a_valid_tenant_are_programming_errors(store, tenant):
+    store.upsert("t1", "lead", [lead("t1", 1)])
+    with pytest.raises(TenantRequiredError):
+        store.query(tenant, "lead")
+    with pytest.raises(TenantRequiredError):
+        store.get(tenant, "lead", "00Q0000001")
+    with pytest.raises(TenantRequiredError):
+        store.search_notes_text(tenant, "anything")
+    with pytest.raises(TenantRequiredError):
+        store.upsert(tenant, "lead", [lead("t1", 2)])
+
+
+def test_a_write_carrying_another_tenants_record_is_refused_and_writes_nothing(store):
+    with pytest.raises(ValueError, match="belongs to tenant 'b'"):
+        store.upsert("a", "lead", [lead("a", 1), lead("b", 2)])
+    assert store.count("a", "lead") == 0
+    assert store.count("b", "lead") == 0
+
+
+def test_one_invalid_record_fails_the_batch_and_writes_nothing(store):
+    with pytest.raises(RecordValidationError, match="00Q0000002: email"):
+        store.upsert("t1", "lead", [lead("t1", 1), lead("t1", 2, email="broken")])
+    assert store.count("t1", "lead") == 0
+
+
+def test_delete_by_id_removes_only_that_tenants_rows(store):
+    store.upsert("a", "lead", [lead("a", i) for i in range(3)])
+    store.upsert("b", "lead", [lead("b", i) for i in range(3)])
+    assert store.delete("a", "lead", ["00Q0000001", "00Q0000099"]) == 1
+    assert store.get("a", "lead", "00Q0000001") is None
+    assert store.get("b", "lead", "00Q0000001") is not None
+    assert store.count("a", "lead") == 2
+
+
+FILLER = [
+    "Left a voicemail about the quarterly business review.",
+    "Sent the onboarding checklist and the training calendar.",
+    "Discussed headcount plans for the support team next year.",
+    "Shared the case study from the logistics customer.",
+    "Rescheduled the demo to Thursday afternoon.",
+]
+
+
+def test_full_text_and_vector_queries_each_find_a_planted_note(store):
+    notes = [note("t1", f"n{i}", text) for i, text in enumerate(FILLER)]
+    notes.append(
+        note(
+            "t1",
+            "planted",
+            "Procurement says Vantora quoted 30% less; they want a "
+            "discount before the security review.",
+        )
+    )
+    store.upsert("t1", "note", notes)
+    store.upsert("t2", "note", [note("t2", "other-tenant", "Vantora came up here as well.")])
+
+    by_text = store.search_notes_text("t1", "Vantora", limit=3)
+    assert [hit["crm_id"] for hit in by_text] == ["planted"]
+
+    by_meaning = store.search_notes_vector("t1", "the competitor is cheaper than us", limit=3)
+    assert by_meaning[0]["crm_id"] == "planted"
+    assert all(hit["tenant_id"] == "t1" for hit in by_meaning)
+
+
+def test_only_new_or_changed_notes_are_embedded(store):
+    first = store.upsert("t1", "note", [note("t1", "a", "first body"), note("t1", "b", "other")])
+    assert first.embedded == 2
+    again = store.upsert(
+        "t1",
+        "note",
+        [note("t1", "a", "first body"), note("t1", "b", "changed", updated_at=NOW + timedelta(1))],
+    )
+    assert (again.embedded, again.updated, again.skipped_stale) == (1, 1, 1)
+    stored = store.to_arrow("t1", "note", filters={"crm_id": "b"}, columns=["vector"])
+    vector = np.asarray(stored.column("vector")[0].as_py(), dtype=np.float32)
+    assert np.allclose(vector, get_embedder().embed_one("changed"), atol=1e-5)
+
+
+def test_filters_on_unknown_columns_are_rejected(store):
+    store.upsert("t1", "lead", [lead("t1", 1)])
+    with pytest.raises(ValueError, match="cannot filter on 'nope'"):
+        store.query("t1", "lead", filters={"nope": 1})
