@@ -120,3 +120,49 @@ def keygen(secret_key: bool) -> None:
     from core.crypto import generate_key
 
     click.echo(secrets.token_urlsafe(48) if secret_key else generate_key())
+
+
+@main.command()
+@click.option("--salesforce-port", default=0, type=click.IntRange(0, 65535),
+              help="HTTPS port for the Salesforce sandbox (0: a free port).")
+@click.option("--hubspot-port", default=0, type=click.IntRange(0, 65535),
+              help="HTTP port for the HubSpot sandbox (0: a free port).")
+@click.option("--data", "data_dir", default="./var/sandbox", show_default=True,
+              type=click.Path(file_okay=False), help="Where the sandboxes keep their state.")
+@click.option("--seed-leads", default=0, type=click.IntRange(0, 200_000),
+              help="Load a generated history of this many leads (once per data folder).")
+@click.option("--seed", default=7, show_default=True, help="Seed of the generated history.")
+@click.option("--widget-url", default=None, help="Fieldwise URL the record pages embed widgets from.")
+def sandbox(
+    salesforce_port: int,
+    hubspot_port: int,
+    data_dir: str,
+    seed_leads: int,
+    seed: int,
+    widget_url: str | None,
+) -> None:
+    """Run local Salesforce and HubSpot sandboxes; prints one JSON line with connection details."""
+    import signal
+    import threading
+    from pathlib import Path
+
+    from sandbox.runner import start_sandboxes
+
+    sandboxes = start_sandboxes(
+        Path(data_dir),
+        salesforce_port=salesforce_port,
+        hubspot_port=hubspot_port,
+        seed_leads=seed_leads,
+        seed=seed,
+        widget_base_url=widget_url,
+    )
+    click.echo(json.dumps(sandboxes.connection_info()), nl=True)
+    sys.stdout.flush()
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sandboxes.stop()

@@ -48,6 +48,27 @@ _NEWER_ONLY = "target.updated_at < source.updated_at"
 _EXTRA_NOTE_COLUMNS = {"vector": pa.list_(pa.float32(), DIMENSION), "embedding_model": pa.string()}
 
 
+TENANT_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("crm", pa.string()),
+        pa.field("external_id", pa.string()),
+        pa.field("instance_url", pa.string()),
+        pa.field("scopes", pa.list_(pa.string())),
+        pa.field("status", pa.string()),
+        pa.field("status_reason", pa.string()),
+        pa.field("integration_user_id", pa.string()),
+        pa.field("settings_json", pa.string()),
+        pa.field("access_token_enc", pa.string()),
+        pa.field("refresh_token_enc", pa.string()),
+        pa.field("token_expires_at", pa.timestamp("us", tz="UTC")),
+        pa.field("installed_at", pa.timestamp("us", tz="UTC")),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The registry row of one installed org or portal; tokens are stored sealed (``core.crypto``)."""
+
+
 class TenantRequiredError(TypeError):
     """A store function was called without a valid tenant id: a programming error, never data."""
 
@@ -295,6 +316,49 @@ class Store:
             .to_arrow()
         )
         return [_from_row(row) for row in hits.drop_columns(["vector"]).to_pylist()]
+
+    # ----------------------------------------------------------------------------------------------
+    # Tenants: the registry of installed orgs and portals (``core.tenants`` owns the row shape).
+
+    def put_tenant(self, row: Mapping[str, Any]) -> None:
+        """Insert or replace one tenant's registry row."""
+        _require_tenant(row.get("tenant_id"))
+        table = self._system_table("tenants", TENANT_SCHEMA)
+        data = pa.Table.from_pylist([{n: row.get(n) for n in TENANT_SCHEMA.names}], TENANT_SCHEMA)
+        table.merge_insert(
+            "tenant_id"
+        ).when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
+        """One tenant's registry row, or None."""
+        _require_tenant(tenant_id)
+        rows = self._tenant_rows(_tenant_filter(tenant_id))
+        return rows[0] if rows else None
+
+    def find_tenant(self, crm: str, external_id: str) -> dict[str, Any] | None:
+        """The tenant for a Salesforce org id or HubSpot portal id (webhooks carry these)."""
+        rows = self._tenant_rows(
+            f"crm = {_sql_literal(crm)} AND external_id = {_sql_literal(external_id)}"
+        )
+        return rows[0] if rows else None
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        """Every tenant's registry row (for the admin console, health and schedulers)."""
+        return self._tenant_rows(None)
+
+    def _tenant_rows(self, where: str | None) -> list[dict[str, Any]]:
+        if "tenants" not in _list_tables(self._db):
+            return []
+        query = self._system_table("tenants", TENANT_SCHEMA).search()
+        if where:
+            query = query.where(where)
+        return [dict(row) for row in query.limit(None).to_arrow().to_pylist()]
+
+    def _system_table(self, name: str, schema: pa.Schema) -> Any:
+        with self._lock:
+            if name not in self._tables:
+                self._tables[name] = self._db.create_table(name, schema=schema, exist_ok=True)
+            return self._tables[name]
 
     # ----------------------------------------------------------------------------------------------
     # Internals

@@ -50,10 +50,17 @@ def _model_status(store: Store, store_ok: bool) -> dict[str, Any]:
 def _tenant_status(store: Store, store_ok: bool) -> dict[str, Any]:
     if not store_ok:
         return {"ok": False, "error": "store unavailable"}
-    # The tenants table appears with the first CRM install.
-    installed = "tenants" in store.table_names()
-    detail = "tenants installed" if installed else "no CRM installed yet: see /install/<crm>"
-    return {"ok": True, "installed": installed, "detail": detail}
+    tenants = []
+    for row in store.list_tenants():
+        entry = {"tenant_id": row["tenant_id"], "crm": row["crm"], "status": row["status"]}
+        if row["status"] == "needs_reauth":
+            # Syncing is paused until an admin installs again; queued work waits for it.
+            entry["reason"] = row["status_reason"]
+            entry["reinstall"] = f"/install/{row['crm']}"
+        tenants.append(entry)
+    if not tenants:
+        return {"ok": True, "installed": [], "detail": "no CRM installed yet: see /install/<crm>"}
+    return {"ok": all(t["status"] != "needs_reauth" for t in tenants), "installed": tenants}
 
 
 @bp.get("/healthz")

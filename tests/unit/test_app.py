@@ -24,7 +24,7 @@ def test_healthz_reports_queue_store_model_and_tenants_as_json(client):
     }
     assert body["store"]["ok"] is True
     assert body["model"]["trained"] is False
-    assert body["tenants"]["installed"] is False
+    assert body["tenants"]["installed"] == []
 
 
 def test_given_unreachable_redis_healthz_answers_503_and_says_why(tmp_path):
@@ -93,3 +93,33 @@ def test_proxy_hops_make_the_app_see_the_url_the_crm_called(tmp_path):
         headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "fieldwise.example.com"},
     )
     assert response.get_json()["url"] == "https://fieldwise.example.com/echo-url?x=1"
+
+
+def test_healthz_names_a_tenant_that_needs_reauthorisation_with_its_reinstall_link(demo_config):
+    from core.crypto import TokenCipher
+    from core.store import Store
+    from core.tenants import Tenant, TenantRegistry, Tokens
+
+    registry = TenantRegistry(Store.from_config(demo_config), TokenCipher.from_config(demo_config))
+    registry.save(
+        Tenant(
+            "hubspot-77",
+            "hubspot",
+            "77",
+            None,
+            status="needs_reauth",
+            status_reason="refresh token revoked",
+        ),
+        Tokens("a", "r"),
+    )
+    body = create_app(demo_config).test_client().get("/healthz").get_json()
+    assert body["tenants"]["ok"] is False
+    assert body["tenants"]["installed"] == [
+        {
+            "tenant_id": "hubspot-77",
+            "crm": "hubspot",
+            "status": "needs_reauth",
+            "reason": "refresh token revoked",
+            "reinstall": "/install/hubspot",
+        }
+    ]

@@ -1,0 +1,89 @@
+"""Starting both sandbox CRMs together, seeded with a generated history when asked.
+
+``fieldwise sandbox`` and ``fieldwise demo`` use :func:`start_sandboxes`; tests and benchmarks use it
+too. Like ``sf org display``, :func:`connection_info` gives everything a client needs to connect
+without going through OAuth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox.history import generate
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.salesforce import SalesforceSandbox
+
+log = logging.getLogger(__name__)
+
+SEED_META_KEY = "fieldwise.seeded_history"
+
+
+@dataclass
+class Sandboxes:
+    """Both running sandbox CRMs."""
+
+    salesforce: SalesforceSandbox
+    hubspot: HubSpotSandbox
+
+    def connection_info(self) -> dict[str, Any]:
+        """The one JSON object ``fieldwise sandbox`` prints on start."""
+        return {
+            "salesforce": self.salesforce.connection_info(),
+            "hubspot": self.hubspot.connection_info(),
+        }
+
+    def stop(self) -> None:
+        """Stop both servers."""
+        self.salesforce.stop()
+        self.hubspot.stop()
+
+
+def start_sandboxes(
+    data_dir: Path,
+    *,
+    salesforce_port: int = 0,
+    hubspot_port: int = 0,
+    seed_leads: int = 0,
+    seed: int = 7,
+    widget_base_url: str | None = None,
+) -> Sandboxes:
+    """Start both sandboxes on loopback, loading a generated history once per data folder.
+
+    Args:
+        data_dir: where both keep their state; a restart with the same folder keeps records.
+        salesforce_port: HTTPS port for Salesforce (0 picks a free one).
+        hubspot_port: HTTP port for HubSpot (0 picks a free one).
+        seed_leads: generate and load a history of this many leads, unless this folder already
+            holds one.
+        seed: the generator seed.
+        widget_base_url: where record pages embed the Fieldwise widget from.
+
+    Returns:
+        The running sandboxes.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    salesforce = SalesforceSandbox(
+        data_dir, port=salesforce_port, widget_base_url=widget_base_url
+    )
+    hubspot = HubSpotSandbox(data_dir, port=hubspot_port, widget_base_url=widget_base_url)
+    salesforce.start()
+    hubspot.start()
+    sandboxes = Sandboxes(salesforce, hubspot)
+    if seed_leads > 0:
+        seeded = salesforce.state.store.get_meta(SEED_META_KEY)
+        if seeded:
+            log.info("sandbox data in %s already holds a history: %s", data_dir, seeded)
+        else:
+            started = time.perf_counter()
+            history = generate(seed=seed, n_leads=seed_leads)
+            salesforce.load_history(history)
+            hubspot.load_history(history)
+            marker = {"seed": seed, "n_leads": seed_leads}
+            salesforce.state.store.set_meta(SEED_META_KEY, marker)
+            hubspot.state.store.set_meta(SEED_META_KEY, marker)
+            log.info("loaded %d generated leads in %.1f s", seed_leads, time.perf_counter() - started)
+    return sandboxes
