@@ -123,16 +123,36 @@ def keygen(secret_key: bool) -> None:
 
 
 @main.command()
-@click.option("--salesforce-port", default=0, type=click.IntRange(0, 65535),
-              help="HTTPS port for the Salesforce sandbox (0: a free port).")
-@click.option("--hubspot-port", default=0, type=click.IntRange(0, 65535),
-              help="HTTP port for the HubSpot sandbox (0: a free port).")
-@click.option("--data", "data_dir", default="./var/sandbox", show_default=True,
-              type=click.Path(file_okay=False), help="Where the sandboxes keep their state.")
-@click.option("--seed-leads", default=0, type=click.IntRange(0, 200_000),
-              help="Load a generated history of this many leads (once per data folder).")
+@click.option(
+    "--salesforce-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="HTTPS port for the Salesforce sandbox (0: a free port).",
+)
+@click.option(
+    "--hubspot-port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="HTTP port for the HubSpot sandbox (0: a free port).",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    default="./var/sandbox",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the sandboxes keep their state.",
+)
+@click.option(
+    "--seed-leads",
+    default=0,
+    type=click.IntRange(0, 200_000),
+    help="Load a generated history of this many leads (once per data folder).",
+)
 @click.option("--seed", default=7, show_default=True, help="Seed of the generated history.")
-@click.option("--widget-url", default=None, help="Fieldwise URL the record pages embed widgets from.")
+@click.option(
+    "--widget-url", default=None, help="Fieldwise URL the record pages embed widgets from."
+)
 def sandbox(
     salesforce_port: int,
     hubspot_port: int,
@@ -166,3 +186,39 @@ def sandbox(
         pass
     finally:
         sandboxes.stop()
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_dir",
+    default="./var/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="The demo's folder (sandbox state, store).",
+)
+@click.option(
+    "--seed-leads",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(100, 200_000),
+    help="Size of the generated company history.",
+)
+@click.option("--serve", is_flag=True, help="Keep serving until Ctrl-C instead of exiting.")
+def demo(data_dir: str, seed_leads: int, serve: bool) -> None:
+    """Run the demo on embedded defaults against the sandbox CRMs (secrets generated per run)."""
+    import threading
+    from pathlib import Path
+
+    from sandbox.demo import print_report, run_demo
+
+    run = run_demo(Path(data_dir), seed_leads=seed_leads)
+    print_report(run.report)
+    try:
+        if serve:
+            click.echo(f"serving Fieldwise at {run.app_url}; press Ctrl-C to stop", err=True)
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        run.stop()

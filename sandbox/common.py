@@ -356,9 +356,9 @@ class Delivery:
     """One webhook POST the sandbox owes a subscriber."""
 
     url: str
-    body: bytes
-    headers_for_attempt: Callable[[], dict[str, str]]
-    """Builds headers at send time: signatures that include a timestamp must be fresh per attempt."""
+    render: Callable[[int], tuple[bytes, dict[str, str]]]
+    """Builds the body and headers of attempt N (0-based) at send time: signatures that include a
+    timestamp must be fresh per attempt, and HubSpot numbers its attempts in the body."""
     accepted: Callable[[requests.Response], bool]
     retry_on: Callable[[requests.Response | None], bool]
     """Whether a failed attempt is retried: given None for a timeout or connection error."""
@@ -446,12 +446,10 @@ class Deliverer:
     def _attempt(self, delivery: Delivery) -> None:
         response: requests.Response | None = None
         outcome = "error"
+        body, headers = delivery.render(delivery.attempt)
         try:
             response = self._session.post(
-                delivery.url,
-                data=delivery.body,
-                headers=delivery.headers_for_attempt(),
-                timeout=self._timeout_s,
+                delivery.url, data=body, headers=headers, timeout=self._timeout_s
             )
             outcome = (
                 "accepted" if delivery.accepted(response) else f"rejected {response.status_code}"

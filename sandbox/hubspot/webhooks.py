@@ -333,11 +333,14 @@ class WebhookHub:
 
     def _delivery(self, settings: dict[str, Any], batch: list[dict[str, Any]]) -> Delivery:
         url = settings["targetUrl"]
-        body = json.dumps(batch, separators=(",", ":"))
         version = settings.get("signatureVersion")
         secret = self.client_secret
 
-        def headers() -> dict[str, str]:
+        def render(attempt: int) -> tuple[bytes, dict[str, str]]:
+            # HubSpot counts delivery attempts in each event, so a retry's body differs.
+            body = json.dumps(
+                [{**event, "attemptNumber": attempt} for event in batch], separators=(",", ":")
+            )
             timestamp = str(int(time.time() * 1000))
             out = {
                 "Content-Type": "application/json",
@@ -351,13 +354,12 @@ class WebhookHub:
             elif version == "v2":
                 out["X-HubSpot-Signature"] = sign_v2(secret, "POST", url, body)
                 out["X-HubSpot-Signature-Version"] = "v2"
-            return out
+            return body.encode(), out
 
         rng = self._state.rng
         return Delivery(
             url=url,
-            body=body.encode(),
-            headers_for_attempt=headers,
+            render=render,
             accepted=lambda r: 200 <= r.status_code < 300,
             retry_on=_should_retry,
             schedule_s=[delay * rng.uniform(0.5, 1.0) for delay in RETRY_SCHEDULE_S],

@@ -338,8 +338,7 @@ class OutboundRelay:
         self.deliverer.submit(
             Delivery(
                 url=config["endpoint_url"],
-                body=body,
-                headers_for_attempt=headers,
+                render=lambda _attempt: (body, headers()),
                 accepted=accepted,
                 retry_on=lambda _response: True,
                 schedule_s=retry_schedule(),
@@ -472,8 +471,7 @@ class OutboundRelay:
         self.deliverer.submit(
             Delivery(
                 url=relay["url"],
-                body=body,
-                headers_for_attempt=headers,
+                render=lambda _attempt: (body, headers()),
                 accepted=lambda response: 200 <= response.status_code < 300,
                 retry_on=retry_on,
                 schedule_s=retry_schedule(first_s=5.0),

@@ -252,8 +252,20 @@ def test_failed_delivery_is_retried_on_5xx_but_not_on_4xx(sb, hook, webhook_rece
     contact = api.create_contact(email="retry@example.com")
     api.delete(f"/crm/v3/objects/contacts/{contact['id']}")
     posts = webhook_receiver.wait_for(2, timeout_s=10)
-    assert posts[0].body == posts[1].body
-    assert posts[0].events[0]["changeFlag"] == "DELETED"
+    first, retry = posts[0].events[0], posts[1].events[0]
+    assert first["changeFlag"] == "DELETED"
+    # A retry is the same event, numbered as the next attempt and signed afresh.
+    assert (first["attemptNumber"], retry["attemptNumber"]) == (0, 1)
+    assert {**first, "attemptNumber": 1} == retry
+    assert Signature.is_valid(
+        signature=posts[1].headers["X-Hubspot-Signature-V3"],
+        client_secret=sb.client_secret,
+        request_body=posts[1].body,
+        http_uri=posts[1].url,
+        http_method="POST",
+        signature_version="v3",
+        timestamp=posts[1].headers["X-Hubspot-Request-Timestamp"],
+    )
     webhook_receiver.reset()
     webhook_receiver.statuses.extend([400])
     other = api.create_contact(email="noretry@example.com")
