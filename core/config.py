@@ -74,9 +74,16 @@ class Config:
         hubspot_client_id: HubSpot app OAuth client id.
         hubspot_client_secret: HubSpot app client secret (also the webhook signing secret).
         hubspot_app_id: HubSpot app id.
+        hubspot_developer_api_key: HubSpot developer API key; the webhooks settings and
+            subscriptions API of an app authenticates with it, not with OAuth.
+        hubspot_api_url: HubSpot's API base (a sandbox URL in the demo and tests).
+        hubspot_authorize_url: where HubSpot's OAuth consent page is.
         salesforce_client_id: Salesforce connected app consumer key.
         salesforce_client_secret: Salesforce connected app consumer secret.
         salesforce_login_url: where Salesforce OAuth starts.
+        salesforce_api_version: REST/Metadata API version Fieldwise speaks.
+        salesforce_api_share: most of an org's daily API allocation Fieldwise may use (0-1).
+        ca_bundle: extra PEM certificates to trust for CRM calls (the sandbox's self-signed one).
         catboost_task_type: ``auto`` (GPU when CatBoost sees one), ``CPU`` or ``GPU``.
         llm_model: Anthropic model id used by the copilot.
         anthropic_api_key: read from the standard ``ANTHROPIC_API_KEY``; unset means offline copilot.
@@ -96,9 +103,15 @@ class Config:
     hubspot_client_id: str | None = None
     hubspot_client_secret: Secret | None = None
     hubspot_app_id: str | None = None
+    hubspot_developer_api_key: Secret | None = None
+    hubspot_api_url: str = "https://api.hubapi.com"
+    hubspot_authorize_url: str = "https://app.hubspot.com/oauth/authorize"
     salesforce_client_id: str | None = None
     salesforce_client_secret: Secret | None = None
     salesforce_login_url: str = "https://login.salesforce.com"
+    salesforce_api_version: str = "62.0"
+    salesforce_api_share: float = 0.2
+    ca_bundle: str | None = None
     catboost_task_type: TaskType = "auto"
     llm_model: str = "claude-sonnet-4-6"
     anthropic_api_key: Secret | None = None
@@ -314,6 +327,28 @@ def _non_negative_int(variable: str, raw: str) -> int:
     return int(raw)
 
 
+def _api_version(variable: str, raw: str) -> str:
+    if not re.fullmatch(r"\d{2}\.0", raw):
+        raise ConfigError(f"{variable}: {raw!r} must look like 62.0")
+    return raw
+
+
+def _fraction(variable: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise ConfigError(f"{variable}: {raw!r} must be a fraction above 0 and at most 1, e.g. 0.2")
+    return value
+
+
+def _existing_file(variable: str, raw: str) -> str:
+    if not os.path.isfile(raw):
+        raise ConfigError(f"{variable}: no file at {raw!r}")
+    return raw
+
+
 def _log_level(variable: str, raw: str) -> str:
     if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"{variable}: {raw!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
@@ -337,9 +372,15 @@ _PARSERS: dict[str, Any] = {
     "hubspot_client_id": _plain,
     "hubspot_client_secret": _client_secret,
     "hubspot_app_id": _app_id,
+    "hubspot_developer_api_key": _client_secret,
+    "hubspot_api_url": _http_url,
+    "hubspot_authorize_url": _http_url,
     "salesforce_client_id": _plain,
     "salesforce_client_secret": _client_secret,
     "salesforce_login_url": _http_url,
+    "salesforce_api_version": _api_version,
+    "salesforce_api_share": _fraction,
+    "ca_bundle": _existing_file,
     "catboost_task_type": _task_type,
     "llm_model": _plain,
     "public_url": _http_url,

@@ -48,20 +48,24 @@ class TokenCipher:
         """Seal a secret; the result is url-safe ASCII and differs on every call."""
         return self._fernet.encrypt(plaintext.encode("utf-8")).decode("ascii")
 
-    def decrypt(self, token: str) -> str:
+    def decrypt(self, token: str, ttl_s: int | None = None) -> str:
         """Open a sealed secret.
+
+        Args:
+            token: the sealed value.
+            ttl_s: refuse values sealed longer ago than this (short-lived values such as OAuth state).
 
         Raises:
             DecryptionError: the value was sealed under a key that is no longer configured, or
                 has been altered.
         """
         try:
-            return self._fernet.decrypt(token.encode("ascii")).decode("utf-8")
+            return self._fernet.decrypt(token.encode("ascii"), ttl=ttl_s).decode("utf-8")
         except (InvalidToken, UnicodeError, ValueError):
             raise DecryptionError(
                 "a stored secret cannot be decrypted: it was encrypted with a key that is not in "
                 "FIELDWISE_ENCRYPTION_KEY (keep the old key after the new one while rotating) "
-                "or it has been altered"
+                "or it has been altered or has expired"
             ) from None
 
     def rotate(self, token: str) -> str:

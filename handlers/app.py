@@ -12,10 +12,9 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from core import queue as job_queue
+from core import services as process_services
 from core.config import Config
-from core.store import Store
-from handlers import health
+from handlers import health, install
 from handlers.errors import register_error_handlers
 
 
@@ -26,7 +25,8 @@ def create_app(config: Config | None = None) -> Flask:
         config: the configuration; read from ``FIELDWISE_*`` variables when None.
 
     Returns:
-        The app, with ``app.extensions["fieldwise.config"|"fieldwise.queue"|"fieldwise.store"]``.
+        The app, with ``app.extensions["fieldwise.services"]`` (and its config, queue and store
+        under ``fieldwise.config``, ``fieldwise.queue`` and ``fieldwise.store``).
 
     Raises:
         ConfigError: the configuration is invalid or a required secret is missing.
@@ -53,9 +53,12 @@ def create_app(config: Config | None = None) -> Flask:
             x_port=config.proxy_hops,
             x_prefix=config.proxy_hops,
         )
+    services = process_services.configure(config)
+    app.extensions["fieldwise.services"] = services
     app.extensions["fieldwise.config"] = config
-    app.extensions["fieldwise.queue"] = job_queue.configure(config)
-    app.extensions["fieldwise.store"] = Store.from_config(config)
+    app.extensions["fieldwise.queue"] = services.queue
+    app.extensions["fieldwise.store"] = services.store
     register_error_handlers(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(install.bp)
     return app

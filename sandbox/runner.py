@@ -66,9 +66,7 @@ def start_sandboxes(
         The running sandboxes.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    salesforce = SalesforceSandbox(
-        data_dir, port=salesforce_port, widget_base_url=widget_base_url
-    )
+    salesforce = SalesforceSandbox(data_dir, port=salesforce_port, widget_base_url=widget_base_url)
     hubspot = HubSpotSandbox(data_dir, port=hubspot_port, widget_base_url=widget_base_url)
     salesforce.start()
     hubspot.start()
@@ -85,5 +83,7 @@ def start_sandboxes(
             marker = {"seed": seed, "n_leads": seed_leads}
             salesforce.state.store.set_meta(SEED_META_KEY, marker)
             hubspot.state.store.set_meta(SEED_META_KEY, marker)
-            log.info("loaded %d generated leads in %.1f s", seed_leads, time.perf_counter() - started)
+            log.info(
+                "loaded %d generated leads in %.1f s", seed_leads, time.perf_counter() - started
+            )
     return sandboxes
