@@ -88,8 +88,9 @@ def worker(burst: bool) -> None:
     from rq import Worker
 
     from core import queue as job_queue
+    from core.services import configure
 
-    redis_queue = job_queue.configure(config)
+    redis_queue = configure(config).queue
     assert isinstance(redis_queue, job_queue.RedisQueue)
     Worker(redis_queue.queues(), connection=redis_queue.connection).work(
         burst=burst, with_scheduler=True
@@ -222,3 +223,66 @@ def demo(data_dir: str, seed_leads: int, serve: bool) -> None:
         pass
     finally:
         run.stop()
+
+
+@main.command()
+@click.argument("crm", type=click.Choice(["salesforce", "hubspot"]))
+@click.option(
+    "--dry-run", is_flag=True, help="Print what install would create or change; change nothing."
+)
+@click.option(
+    "--tenant",
+    "tenant_id",
+    default=None,
+    help="An installed tenant to re-run install for, with its stored tokens (no consent).",
+)
+@click.option(
+    "--jwt-username", default=None, help="Salesforce JWT bearer flow: the integration user."
+)
+@click.option(
+    "--jwt-key",
+    default=None,
+    type=click.File("r"),
+    help="Salesforce JWT bearer flow: the connected app's private key (PEM).",
+)
+@click.option(
+    "--auto-consent",
+    is_flag=True,
+    help="Follow the consent page's redirects without a browser (sandbox CRMs consent at once).",
+)
+@_config_errors_are_one_line
+def install(
+    crm: str,
+    dry_run: bool,
+    tenant_id: str | None,
+    jwt_username: str | None,
+    jwt_key: Any,
+    auto_consent: bool,
+) -> None:
+    """Install Fieldwise into a CRM from the command line (headless setups)."""
+    from handlers.install_cli import run_install
+
+    run_install(
+        crm,
+        dry_run=dry_run,
+        tenant_id=tenant_id,
+        jwt_username=jwt_username,
+        jwt_key_pem=jwt_key.read() if jwt_key else None,
+        auto_consent=auto_consent,
+    )
+
+
+@main.command()
+@click.argument("tenant_id")
+@click.option(
+    "--keep-data-fields",
+    is_flag=True,
+    help="Keep the AI fields and their values; remove subscriptions and access only.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what uninstall would remove; change nothing.")
+@_config_errors_are_one_line
+def uninstall(tenant_id: str, keep_data_fields: bool, dry_run: bool) -> None:
+    """Remove what Fieldwise created in a tenant's CRM, and only that."""
+    from handlers.install_cli import run_uninstall
+
+    run_uninstall(tenant_id, keep_data_fields=keep_data_fields, dry_run=dry_run)

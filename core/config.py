@@ -76,6 +76,8 @@ class Config:
         hubspot_app_id: HubSpot app id.
         hubspot_developer_api_key: HubSpot developer API key; the webhooks settings and
             subscriptions API of an app authenticates with it, not with OAuth.
+        hubspot_legacy_signatures: also accept HubSpot's v1/v2 webhook signatures (apps created
+            before v3 may still send them); v3 is always accepted.
         hubspot_api_url: HubSpot's API base (a sandbox URL in the demo and tests).
         hubspot_authorize_url: where HubSpot's OAuth consent page is.
         salesforce_client_id: Salesforce connected app consumer key.
@@ -104,6 +106,7 @@ class Config:
     hubspot_client_secret: Secret | None = None
     hubspot_app_id: str | None = None
     hubspot_developer_api_key: Secret | None = None
+    hubspot_legacy_signatures: bool = False
     hubspot_api_url: str = "https://api.hubapi.com"
     hubspot_authorize_url: str = "https://app.hubspot.com/oauth/authorize"
     salesforce_client_id: str | None = None
@@ -373,6 +376,7 @@ _PARSERS: dict[str, Any] = {
     "hubspot_client_secret": _client_secret,
     "hubspot_app_id": _app_id,
     "hubspot_developer_api_key": _client_secret,
+    "hubspot_legacy_signatures": _boolean,
     "hubspot_api_url": _http_url,
     "hubspot_authorize_url": _http_url,
     "salesforce_client_id": _plain,

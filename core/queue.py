@@ -271,6 +271,14 @@ class EmbeddedQueue:
             job = self._jobs.get(job_id)
             return 0 if job is None else job.attempts
 
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job this queue knows, oldest first: id, function, arguments, queue and status."""
+        with self._cond:
+            return [
+                {"id": j.id, "func": j.func, "args": j.args, "queue": j.queue, "status": j.status}
+                for j in self._jobs.values()
+            ]
+
     def health(self) -> dict[str, Any]:
         """Queue depths per status."""
         with self._cond:

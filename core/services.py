@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from connectors.base import ConnectorContext
 from core import queue as job_queue
+from core.coalesce import EventLedger
 from core.config import Config
 from core.crypto import TokenCipher
 from core.ratelimit import WindowCounter, counter_for
@@ -20,7 +21,7 @@ from core.tenants import TenantRegistry
 
 @dataclass(frozen=True)
 class Services:
-    """Configuration plus the store, queue, tenant registry and connector context built from it."""
+    """Configuration plus what is built from it: store, queue, tenants, budgets, event ledger."""
 
     config: Config
     store: Store
@@ -28,6 +29,7 @@ class Services:
     cipher: TokenCipher
     registry: TenantRegistry
     counter: WindowCounter
+    events: EventLedger
 
     @property
     def connector_context(self) -> ConnectorContext:
@@ -51,6 +53,7 @@ def configure(config: Config) -> Services:
         cipher=cipher,
         registry=TenantRegistry(store, cipher),
         counter=counter_for(config.redis_url),
+        events=EventLedger(config.redis_url),
     )
     with _lock:
         _current = built

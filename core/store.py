@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import lancedb
@@ -67,6 +67,28 @@ TENANT_SCHEMA = pa.schema(
     ]
 )
 """The registry row of one installed org or portal; tokens are stored sealed (``core.crypto``)."""
+
+SYNC_STATE_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("stream", pa.string()),
+        pa.field("checkpoint_json", pa.string()),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""Where each tenant's backfill and reconciliation streams have got to."""
+
+PARKED_JOB_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("job_id", pa.string()),
+        pa.field("func", pa.string()),
+        pa.field("args_json", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("parked_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""Jobs held while their tenant needs re-authorisation; queued again after the next install."""
 
 
 class TenantRequiredError(TypeError):
@@ -211,6 +233,36 @@ class Store:
             table.delete(where)
         return int(before)
 
+    def delete_where(self, tenant_id: str, entity: str, column: str, values: Sequence[str]) -> int:
+        """Delete a tenant's rows whose ``column`` is one of ``values`` (notes of a deleted lead)."""
+        _require_tenant(tenant_id)
+        table = self._table(entity)
+        if table is None or not values:
+            return 0
+        where = _where(tenant_id, arrow_schema(entity), {column: list(values)})
+        removed = table.count_rows(where)
+        if removed:
+            table.delete(where)
+        return int(removed)
+
+    def repoint(
+        self, tenant_id: str, entity: str, column: str, old_ids: Sequence[str], new_id: str
+    ) -> int:
+        """Point rows that reference merged-away records at the surviving record.
+
+        ``updated_at`` is left alone on purpose: it is the CRM's timestamp, and the next real change
+        from the CRM must still count as newer.
+        """
+        _require_tenant(tenant_id)
+        table = self._table(entity)
+        if table is None or not old_ids:
+            return 0
+        where = _where(tenant_id, arrow_schema(entity), {column: list(old_ids)})
+        moved = table.count_rows(where)
+        if moved:
+            table.update(where=where, values={column: new_id})
+        return int(moved)
+
     # ----------------------------------------------------------------------------------------------
     # Reads
 
@@ -353,6 +405,86 @@ class Store:
         if where:
             query = query.where(where)
         return [dict(row) for row in query.limit(None).to_arrow().to_pylist()]
+
+    # ----------------------------------------------------------------------------------------------
+    # Sync checkpoints and parked jobs
+
+    def get_checkpoint(self, tenant_id: str, stream: str) -> dict[str, Any] | None:
+        """The saved position of a tenant's stream (backfill or reconcile), or None."""
+        _require_tenant(tenant_id)
+        if "sync_state" not in _list_tables(self._db):
+            return None
+        rows = (
+            self._system_table("sync_state", SYNC_STATE_SCHEMA)
+            .search()
+            .where(f"{_tenant_filter(tenant_id)} AND stream = {_sql_literal(stream)}")
+            .limit(1)
+            .to_arrow()
+            .to_pylist()
+        )
+        return json.loads(rows[0]["checkpoint_json"]) if rows else None
+
+    def put_checkpoint(self, tenant_id: str, stream: str, checkpoint: Mapping[str, Any]) -> None:
+        """Save a stream position; call only after the records before it are written."""
+        _require_tenant(tenant_id)
+        row = {
+            "tenant_id": tenant_id,
+            "stream": stream,
+            "checkpoint_json": json.dumps(checkpoint, sort_keys=True, default=str),
+            "updated_at": datetime.now(UTC),
+        }
+        (
+            self._system_table("sync_state", SYNC_STATE_SCHEMA)
+            .merge_insert(["tenant_id", "stream"])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(pa.Table.from_pylist([row], SYNC_STATE_SCHEMA))
+        )
+
+    def park_job(
+        self, tenant_id: str, job_id: str, func: str, args: Sequence[Any], reason: str
+    ) -> None:
+        """Keep a job that cannot run until the tenant is re-authorised; re-parking is idempotent."""
+        _require_tenant(tenant_id)
+        row = {
+            "tenant_id": tenant_id,
+            "job_id": job_id,
+            "func": func,
+            "args_json": json.dumps(list(args), default=str),
+            "reason": reason,
+            "parked_at": datetime.now(UTC),
+        }
+        (
+            self._system_table("parked_jobs", PARKED_JOB_SCHEMA)
+            .merge_insert(["tenant_id", "job_id"])
+            .when_not_matched_insert_all()
+            .execute(pa.Table.from_pylist([row], PARKED_JOB_SCHEMA))
+        )
+
+    def parked_jobs(self, tenant_id: str) -> list[dict[str, Any]]:
+        """A tenant's parked jobs, oldest first, with ``args`` decoded."""
+        _require_tenant(tenant_id)
+        if "parked_jobs" not in _list_tables(self._db):
+            return []
+        rows = (
+            self._system_table("parked_jobs", PARKED_JOB_SCHEMA)
+            .search()
+            .where(_tenant_filter(tenant_id))
+            .limit(None)
+            .to_arrow()
+            .to_pylist()
+        )
+        for row in rows:
+            row["args"] = json.loads(row.pop("args_json"))
+        return sorted(rows, key=lambda r: r["parked_at"])
+
+    def unpark_job(self, tenant_id: str, job_id: str) -> None:
+        """Forget a parked job once it is queued again."""
+        _require_tenant(tenant_id)
+        if "parked_jobs" in _list_tables(self._db):
+            self._system_table("parked_jobs", PARKED_JOB_SCHEMA).delete(
+                f"{_tenant_filter(tenant_id)} AND job_id = {_sql_literal(job_id)}"
+            )
 
     def _system_table(self, name: str, schema: pa.Schema) -> Any:
         with self._lock:

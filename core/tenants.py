@@ -9,6 +9,7 @@ admin installs again, and their queued work waits rather than being dropped.
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from core.store import Store
 
 TenantStatus = Literal["installing", "active", "needs_reauth", "uninstalled"]
 STATUSES: tuple[TenantStatus, ...] = ("installing", "active", "needs_reauth", "uninstalled")
+RELAY_SECRET_KEY = "relay_secret_enc"
 
 
 class UnknownTenantError(LookupError):
@@ -150,6 +152,23 @@ class TenantRegistry:
         if status not in STATUSES:
             raise ValueError(f"unknown tenant status {status!r}")
         return self.save(replace(self.get(tenant_id), status=status, status_reason=reason))
+
+    def relay_secret(self, tenant_id: str, *, create: bool = False) -> str | None:
+        """The secret that signs change events relayed from this tenant's org.
+
+        Provisioning creates it (``create=True``) and hands it to the relay; the events handler
+        reads it to verify each delivery. It is kept sealed in the tenant's settings.
+        """
+        tenant = self.get(tenant_id)
+        sealed = tenant.settings.get(RELAY_SECRET_KEY)
+        if sealed:
+            return self._cipher.decrypt(sealed)
+        if not create:
+            return None
+        secret = secrets.token_urlsafe(32)
+        settings = {**tenant.settings, RELAY_SECRET_KEY: self._cipher.encrypt(secret)}
+        self.save(replace(tenant, settings=settings))
+        return secret
 
     def _sealed(self, tokens: Tokens) -> dict[str, Any]:
         return {

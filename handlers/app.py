@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import services as process_services
 from core.config import Config
-from handlers import health, install
+from handlers import health, install, webhooks
 from handlers.errors import register_error_handlers
 
 
@@ -61,4 +61,5 @@ def create_app(config: Config | None = None) -> Flask:
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(install.bp)
+    app.register_blueprint(webhooks.bp)
     return app

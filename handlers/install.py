@@ -76,14 +76,14 @@ def begin_install(services: Services, crm: str) -> InstallStart:
     return InstallStart(url, state, redirect_uri)
 
 
-def complete_install(services: Services, crm: str, code: str, state: str) -> dict[str, Any]:
-    """Exchange the code, store the tenant and queue provisioning.
+def accept_callback(services: Services, crm: str, code: str, state: str) -> tuple[Tenant, bool]:
+    """Check the state, exchange the code and store the tenant with its tokens sealed.
 
     Returns:
-        The tenant id, its status and the queued job id.
+        The stored tenant (status ``installing``) and whether it was installed before.
 
     Raises:
-        ApiError: a bad or expired state (400), or the CRM refused the code (400/502).
+        ApiError: a bad or expired state (400), or the CRM refused the code (400).
     """
     auth = _auth_module(services.config, crm)
     try:
@@ -108,18 +108,27 @@ def complete_install(services: Services, crm: str, code: str, state: str) -> dic
     except ConnectorError as exc:
         raise ApiError(400, "oauth_refused", f"{crm} refused the install: {exc.message}") from None
     previous = services.store.get_tenant(tenant.tenant_id)
-    saved: Tenant = services.registry.save(tenant, tokens)
+    return services.registry.save(tenant, tokens), previous is not None
+
+
+def complete_install(services: Services, crm: str, code: str, state: str) -> dict[str, Any]:
+    """Accept the callback and queue provisioning (which then queues the first backfill).
+
+    Returns:
+        The tenant id, its status and the queued job id.
+    """
+    tenant, reinstall = accept_callback(services, crm, code, state)
     job_id = services.queue.enqueue(
         "sync.jobs.provision_tenant",
-        saved.tenant_id,
-        job_id=f"provision:{saved.tenant_id}:{sealed['nonce']}",
+        tenant.tenant_id,
+        job_id=f"provision:{tenant.tenant_id}:{secrets.token_hex(6)}",
         queue="high",
     )
     return {
-        "tenant_id": saved.tenant_id,
+        "tenant_id": tenant.tenant_id,
         "crm": crm,
-        "status": saved.status,
-        "reinstall": previous is not None,
+        "status": tenant.status,
+        "reinstall": reinstall,
         "provisioning_job": job_id,
     }
 

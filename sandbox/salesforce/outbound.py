@@ -18,7 +18,7 @@ POSTed to ``url`` as JSON::
     Content-Type: application/json
     X-Fieldwise-Org-Id: <18-char org id>
     X-Fieldwise-Timestamp: <unix seconds of this attempt>
-    X-Fieldwise-Signature: sha256=<hex HMAC-SHA256 of the raw body, keyed with secret>
+    X-Fieldwise-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>", keyed with secret>
 
     [ {"schema": "<schema id>",
        "payload": {"ChangeEventHeader": {"entityName", "recordIds", "changeType", "changeOrigin",
@@ -457,11 +457,13 @@ class OutboundRelay:
         secret = relay["secret"].encode()
 
         def headers() -> dict[str, str]:
-            digest = hmac.new(secret, body, hashlib.sha256).hexdigest()
+            # The timestamp is signed with the body, so a captured delivery cannot be replayed later.
+            timestamp = str(int(time.time()))
+            digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
             return {
                 "Content-Type": "application/json",
                 "X-Fieldwise-Org-Id": self.org_id,
-                "X-Fieldwise-Timestamp": str(int(time.time())),
+                "X-Fieldwise-Timestamp": timestamp,
                 "X-Fieldwise-Signature": f"sha256={digest}",
             }
 

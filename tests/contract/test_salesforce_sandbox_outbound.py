@@ -118,7 +118,8 @@ def test_cdc_relay_is_signed_and_shaped_like_change_events(sf_api, sf_sandbox, s
         sf_api.admin("cdc-relay", {"url": None})
     events = []
     for post in posts:
-        digest = hmac.new(b"k3y", post.body, hashlib.sha256).hexdigest()
+        signed = post.headers["X-Fieldwise-Timestamp"].encode() + b"." + post.body
+        digest = hmac.new(b"k3y", signed, hashlib.sha256).hexdigest()
         assert post.headers["X-Fieldwise-Signature"] == f"sha256={digest}"
         assert post.headers["X-Fieldwise-Timestamp"].isdigit()
         assert post.headers["X-Fieldwise-Org-Id"] == sf_sandbox.org_id

@@ -96,3 +96,14 @@ def test_tokens_know_when_to_refresh_ahead_of_expiry():
     assert tokens.expires_within(300, now=now)
     assert not tokens.expires_within(100, now=now)
     assert not Tokens("a").expires_within(300)
+
+
+def test_relay_secret_is_created_once_sealed_and_then_reused(registry, store):
+    registry.save(salesforce_tenant(), Tokens("a", "r"))
+    tenant_id = "salesforce-00D000000000001AAA"
+    assert registry.relay_secret(tenant_id) is None
+    secret = registry.relay_secret(tenant_id, create=True)
+    assert len(secret) >= 32
+    assert registry.relay_secret(tenant_id) == secret
+    assert registry.relay_secret(tenant_id, create=True) == secret
+    assert secret not in str(store.get_tenant(tenant_id))

@@ -1,0 +1,228 @@
+"""Jobs that move data between a tenant's CRM and the store.
+
+Every job is a module-level function taking ids, enqueued by dotted path. A tenant that needs
+re-authorisation cannot be worked for, but its work must not be lost: such jobs are parked in the
+store and queued again by the provisioning that follows the next successful install.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from connectors.base import Connector, ReauthRequired, connector_for
+from core.services import Services, current
+
+log = logging.getLogger(__name__)
+
+BACKFILL_ENTITIES = ("user", "account", "lead", "contact", "opportunity", "activity", "note")
+"""Backfilled in this order, so records arrive after the owners and accounts they point to."""
+BACKFILL_SLICE_S = 240.0
+"""A backfill job hands over to a fresh job after this long, staying far inside rq's timeout."""
+
+T = TypeVar("T")
+
+
+def _for_tenant(
+    func: str, tenant_id: str, args: tuple[Any, ...], work: Callable[[Services, Connector], T]
+) -> T | None:
+    """Run ``work`` for an active tenant; park it when the tenant needs re-authorisation."""
+    services = current()
+    tenant = services.registry.get(tenant_id)
+    job_id = f"{func}:{':'.join(str(a) for a in args)}"
+    if tenant.status == "uninstalled":
+        log.info("skipping %s: tenant %s is uninstalled", func, tenant_id)
+        return None
+    if tenant.status == "needs_reauth":
+        services.store.park_job(
+            tenant_id, job_id, func, args, tenant.status_reason or "needs_reauth"
+        )
+        log.warning("parked %s until tenant %s is installed again", job_id, tenant_id)
+        return None
+    try:
+        return work(services, connector_for(tenant_id, services.connector_context))
+    except ReauthRequired as exc:
+        if services.registry.get(tenant_id).status != "needs_reauth":
+            services.registry.set_status(tenant_id, "needs_reauth", exc.message)
+        services.store.park_job(tenant_id, job_id, func, args, exc.message)
+        log.warning("parked %s: %s", job_id, exc.message)
+        return None
+
+
+def provision_tenant(tenant_id: str) -> dict[str, Any]:
+    """Create or complete everything the manifest defines, then start syncing.
+
+    After a re-install, jobs parked while the tenant needed re-authorisation are queued again.
+    """
+    services = current()
+    connector = connector_for(tenant_id, services.connector_context)
+    plan = connector.install()
+    services.registry.set_status(tenant_id, "active")
+    resumed = resume_parked_jobs(tenant_id)
+    services.queue.enqueue(
+        "sync.jobs.backfill_tenant", tenant_id, job_id=f"backfill:{tenant_id}", queue="low"
+    )
+    return {
+        "tenant_id": tenant_id,
+        "changes": [f"{item.action} {item.kind} {item.target}" for item in plan.changes],
+        "resumed_jobs": resumed,
+    }
+
+
+def resume_parked_jobs(tenant_id: str) -> int:
+    """Queue again every job parked for a tenant; returns how many."""
+    services = current()
+    resumed = 0
+    for parked in services.store.parked_jobs(tenant_id):
+        services.queue.enqueue(parked["func"], *parked["args"], queue="default")
+        services.store.unpark_job(tenant_id, parked["job_id"])
+        resumed += 1
+    return resumed
+
+
+def backfill_tenant(tenant_id: str) -> list[str]:
+    """Queue the backfill of every entity for a tenant (each resumes from its checkpoint)."""
+    services = current()
+    queued = []
+    for entity in BACKFILL_ENTITIES:
+        job_id = services.queue.enqueue(
+            "sync.jobs.backfill_stream",
+            tenant_id,
+            entity,
+            job_id=f"backfill:{tenant_id}:{entity}",
+            queue="low",
+        )
+        if job_id:
+            queued.append(job_id)
+    return queued
+
+
+def backfill_stream(tenant_id: str, entity: str) -> dict[str, Any] | None:
+    """Copy every record of one entity into the store, page by page, saving a checkpoint after each.
+
+    A crash or a kill loses at most the page in flight: the next run starts after the last saved
+    checkpoint, and the store's newer-only upsert makes a repeated page harmless.
+    """
+
+    def work(services: Services, connector: Connector) -> dict[str, Any]:
+        stream = f"backfill:{entity}"
+        checkpoint = services.store.get_checkpoint(tenant_id, stream)
+        if checkpoint and checkpoint.get("done"):
+            return {"entity": entity, "records": 0, "done": True}
+        started = time.monotonic()
+        written = 0
+        for page in connector.changed(entity, since=None, checkpoint=checkpoint):
+            if page.records:
+                services.store.upsert(tenant_id, entity, page.records)
+                written += len(page.records)
+            services.store.put_checkpoint(tenant_id, stream, {**page.checkpoint, "done": page.done})
+            if page.done:
+                return {"entity": entity, "records": written, "done": True}
+            if time.monotonic() - started > BACKFILL_SLICE_S:
+                services.queue.enqueue("sync.jobs.backfill_stream", tenant_id, entity, queue="low")
+                return {"entity": entity, "records": written, "done": False}
+        services.store.put_checkpoint(
+            tenant_id,
+            stream,
+            {**(services.store.get_checkpoint(tenant_id, stream) or {}), "done": True},
+        )
+        return {"entity": entity, "records": written, "done": True}
+
+    return _for_tenant("sync.jobs.backfill_stream", tenant_id, (tenant_id, entity), work)
+
+
+# --------------------------------------------------------------------------------------------------
+# Real-time changes from webhooks
+
+FETCH_CHUNK = 500
+"""Ids fetched per connector call; the connector splits further to the API's batch size."""
+CHILD_LINKS = {
+    "lead": "lead_id",
+    "contact": "contact_id",
+    "account": "account_id",
+    "opportunity": "opportunity_id",
+}
+"""Entities whose deletion or merge carries over to the notes and activities that point at them."""
+
+
+def _entity(tenant_crm: str, object_name: str) -> str:
+    from manifests.loader import load_manifest
+
+    return load_manifest(tenant_crm).canonical_entity(object_name)
+
+
+def fetch_changes(tenant_id: str, object_name: str) -> dict[str, Any] | None:
+    """Fetch every record id pending for (tenant, object) and upsert the records.
+
+    Ids are claimed when the job starts and released only once their records are stored, so ids
+    that arrive meanwhile schedule another fetch, and a failed fetch is retried with all of them.
+    """
+
+    def work(services: Services, connector: Connector) -> dict[str, Any]:
+        scope = f"{tenant_id}:{object_name}"
+        ids = services.events.claim_pending(scope)
+        entity = _entity(connector.crm, object_name)
+        stored = 0
+        for start in range(0, len(ids), FETCH_CHUNK):
+            chunk = ids[start : start + FETCH_CHUNK]
+            records = connector.fetch(entity, chunk)
+            if records:
+                result = services.store.upsert(tenant_id, entity, records)
+                stored += result.inserted + result.updated
+            services.events.done_pending(scope, chunk)
+        return {"object": object_name, "ids": len(ids), "stored": stored}
+
+    return _for_tenant("sync.jobs.fetch_changes", tenant_id, (tenant_id, object_name), work)
+
+
+def delete_records(tenant_id: str, object_name: str, crm_ids: list[str]) -> dict[str, int]:
+    """Remove deleted records, and the notes and activities attached to them, from the store."""
+    services = current()
+    tenant = services.registry.get(tenant_id)
+    entity = _entity(tenant.crm, object_name)
+    removed = {entity: services.store.delete(tenant_id, entity, crm_ids)}
+    if entity in CHILD_LINKS:
+        for child in ("note", "activity"):
+            removed[child] = services.store.delete_where(
+                tenant_id, child, CHILD_LINKS[entity], crm_ids
+            )
+    return removed
+
+
+def merge_records(
+    tenant_id: str, object_name: str, primary_id: str, merged_ids: list[str]
+) -> dict[str, int]:
+    """Apply a CRM merge: drop the merged-away records and re-point what referred to them.
+
+    The surviving record is fetched again, since a merge changes its fields.
+    """
+    services = current()
+    tenant = services.registry.get(tenant_id)
+    entity = _entity(tenant.crm, object_name)
+    moved = {entity: services.store.delete(tenant_id, entity, merged_ids)}
+    if entity in CHILD_LINKS:
+        for child in ("note", "activity"):
+            moved[child] = services.store.repoint(
+                tenant_id, child, CHILD_LINKS[entity], merged_ids, primary_id
+            )
+    scope = f"{tenant_id}:{object_name}"
+    if services.events.add_pending(scope, [primary_id]):
+        services.queue.enqueue("sync.jobs.fetch_changes", tenant_id, object_name, queue="high")
+    return moved
+
+
+def refetch_object(tenant_id: str, object_name: str) -> dict[str, Any] | None:
+    """Re-read every record of an object after a gap or overflow the CRM could not itemise."""
+
+    def work(services: Services, connector: Connector) -> dict[str, Any]:
+        entity = _entity(connector.crm, object_name)
+        stored = 0
+        for page in connector.changed(entity, since=None):
+            if page.records:
+                result = services.store.upsert(tenant_id, entity, page.records)
+                stored += result.inserted + result.updated
+        return {"object": object_name, "stored": stored}
+
+    return _for_tenant("sync.jobs.refetch_object", tenant_id, (tenant_id, object_name), work)
