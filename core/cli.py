@@ -286,3 +286,62 @@ def uninstall(tenant_id: str, keep_data_fields: bool, dry_run: bool) -> None:
     from handlers.install_cli import run_uninstall
 
     run_uninstall(tenant_id, keep_data_fields=keep_data_fields, dry_run=dry_run)
+
+
+@main.command()
+@click.option("--backfill", "mode", flag_value="backfill", help="Copy every record (resumes).")
+@click.option(
+    "--reconcile",
+    "mode",
+    flag_value="reconcile",
+    help="Sweep for changes and deletions since the last sweep (for cron).",
+)
+@click.option(
+    "--tenant", "tenant_ids", multiple=True, help="Only these tenants (default: all active)."
+)
+@_config_errors_are_one_line
+def sync(mode: str | None, tenant_ids: tuple[str, ...]) -> None:
+    """Backfill or reconcile tenants in the foreground, with progress."""
+    if mode is None:
+        raise click.UsageError("choose --backfill or --reconcile")
+    from connectors.base import connector_for
+    from core.services import configure
+    from sync.jobs import BACKFILL_ENTITIES, reconcile_tenant, run_backfill
+
+    services = configure(Config.from_env())
+    chosen = list(tenant_ids) or [
+        t.tenant_id for t in services.registry.all() if t.status == "active"
+    ]
+    if not chosen:
+        raise click.ClickException("no active tenant to sync: install a CRM first")
+    for tenant_id in chosen:
+        if mode == "reconcile":
+            summary = reconcile_tenant(tenant_id, reschedule=False)
+            click.echo(json.dumps({"tenant_id": tenant_id, "reconciled": summary}))
+            continue
+        connector = connector_for(tenant_id, services.connector_context)
+        for entity in BACKFILL_ENTITIES:
+            with click.progressbar(length=0, label=f"{tenant_id} {entity}", show_pos=True) as bar:
+                result = run_backfill(services, connector, tenant_id, entity, on_page=bar.update)
+            click.echo(f"{tenant_id} {entity}: {result['records']} records, done")
+
+
+@main.command()
+@click.argument("subject")
+@click.option("--tenant", "tenant_ids", multiple=True, help="Only these tenants (default: all).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_config_errors_are_one_line
+def forget(subject: str, tenant_ids: tuple[str, ...], yes: bool) -> None:
+    """Erase a person (email address or CRM id) from the store, its indexes and future syncs."""
+    from core.services import configure
+    from sync.erasure import forget as erase
+
+    services = configure(Config.from_env())
+    if not yes:
+        click.confirm(f"Erase every record of {subject!r}? This cannot be undone", abort=True)
+    try:
+        reports = erase(services, subject, list(tenant_ids) or None)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    for report in reports:
+        click.echo(json.dumps({"tenant_id": report.tenant_id, "removed": report.removed}))

@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Protocol
 
 import redis
@@ -85,6 +86,18 @@ class JobQueue(Protocol):
         """Queue ``func(*args)``; returns the job id, or None when ``job_id`` is a duplicate."""
         ...
 
+    def enqueue_in(
+        self,
+        delay_s: float,
+        func: str,
+        *args: Any,
+        job_id: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> str | None:
+        """Queue ``func(*args)`` to run after ``delay_s`` seconds (periodic work reschedules itself)."""
+        ...
+
     def status(self, job_id: str) -> str | None:
         """``queued``, ``scheduled``, ``started``, ``finished``, ``failed`` or None if unknown."""
         ...
@@ -117,6 +130,12 @@ def resolve(func: str) -> Callable[..., Any]:
 # rq on Redis
 
 
+def _rq_retry(retry: RetryPolicy | None) -> Retry | None:
+    if retry is None or retry.max <= 0:
+        return None
+    return Retry(max=retry.max, interval=[round(s) for s in retry.intervals] or 0)
+
+
 class RedisQueue:
     """rq queues on one Redis connection."""
 
@@ -135,9 +154,7 @@ class RedisQueue:
         """Queue a job on rq (see :class:`JobQueue`)."""
         target = self._queue(queue)
         resolve(func)  # fail at the caller, not in a worker, when the path is wrong
-        rq_retry = None
-        if retry is not None and retry.max > 0:
-            rq_retry = Retry(max=retry.max, interval=[round(s) for s in retry.intervals] or 0)
+        rq_retry = _rq_retry(retry)
         try:
             job = target.enqueue_call(
                 func,
@@ -151,6 +168,36 @@ class RedisQueue:
             )
         except DuplicateJobError:
             return None
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        return str(job.id)
+
+    def enqueue_in(
+        self,
+        delay_s: float,
+        func: str,
+        *args: Any,
+        job_id: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> str | None:
+        """Schedule a job on rq's scheduler (workers run with ``--with-scheduler``)."""
+        target = self._queue(queue)
+        resolve(func)
+        rq_retry = _rq_retry(retry)
+        try:
+            if job_id is not None and Job.exists(job_id, connection=self.connection):
+                return None
+            job = target.enqueue_in(
+                timedelta(seconds=delay_s),
+                func,
+                *args,
+                job_id=job_id,
+                retry=rq_retry,
+                job_timeout=JOB_TIMEOUT_S,
+                result_ttl=RESULT_TTL_S,
+                failure_ttl=FAILURE_TTL_S,
+            )
         except redis.RedisError as exc:
             raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
         return str(job.id)
@@ -239,6 +286,29 @@ class EmbeddedQueue:
         retry: RetryPolicy | None = DEFAULT_RETRY,
     ) -> str | None:
         """Queue a job in this process (see :class:`JobQueue`)."""
+        return self._add(func, args, job_id, queue, retry, not_before=None)
+
+    def enqueue_in(
+        self,
+        delay_s: float,
+        func: str,
+        *args: Any,
+        job_id: str | None = None,
+        queue: str = "default",
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+    ) -> str | None:
+        """Queue a job to run in this process after ``delay_s`` seconds."""
+        return self._add(func, args, job_id, queue, retry, not_before=time.time() + delay_s)
+
+    def _add(
+        self,
+        func: str,
+        args: tuple[Any, ...],
+        job_id: str | None,
+        queue: str,
+        retry: RetryPolicy | None,
+        not_before: float | None,
+    ) -> str | None:
         if queue not in QUEUE_NAMES:
             raise ValueError(f"unknown queue {queue!r}; expected one of {', '.join(QUEUE_NAMES)}")
         resolve(func)
@@ -249,7 +319,10 @@ class EmbeddedQueue:
             if job_id is None:
                 self._counter += 1
                 job_id = f"embedded-{self._counter}"
-            self._jobs[job_id] = _EmbeddedJob(job_id, func, tuple(args), queue, retry)
+            job = _EmbeddedJob(job_id, func, tuple(args), queue, retry)
+            if not_before is not None:
+                job.status, job.not_before = "scheduled", not_before
+            self._jobs[job_id] = job
             self._cond.notify_all()
         return job_id
 

@@ -12,12 +12,14 @@ across tenants by accident.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import lancedb
@@ -90,6 +92,28 @@ PARKED_JOB_SCHEMA = pa.schema(
 )
 """Jobs held while their tenant needs re-authorisation; queued again after the next install."""
 
+ERASURE_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("subject_hash", pa.string()),
+        pa.field("erased_at", pa.timestamp("us", tz="UTC")),
+        pa.field("counts_json", pa.string()),
+    ]
+)
+"""The erasure log. It names the subject only by the SHA-256 of the normalised email or CRM id, so
+the log holds no readable personal data, and it doubles as the suppression list that keeps an
+erased person from being synced back in."""
+
+PERSON_ENTITIES = ("lead", "contact", "user")
+"""Entities that are people, found by email or CRM id."""
+PERSON_LINKS = ("lead_id", "contact_id")
+"""Columns through which notes and activities belong to a person."""
+
+
+def subject_hash(subject: str) -> str:
+    """The erasure log's name for a person: SHA-256 of the trimmed, lower-cased email or id."""
+    return hashlib.sha256(subject.strip().lower().encode("utf-8")).hexdigest()
+
 
 class TenantRequiredError(TypeError):
     """A store function was called without a valid tenant id: a programming error, never data."""
@@ -143,10 +167,18 @@ class Store:
         embedder: Embedder | None = None,
     ) -> None:
         self.uri = uri
-        self._db = lancedb.connect(uri, storage_options=dict(storage_options or {}) or None)
+        # Web processes, workers and the CLI share tables: with a zero consistency interval every
+        # read first checks for a newer table version, so one process sees another's writes (the
+        # default never checks). Locally that check is one small manifest read.
+        self._db = lancedb.connect(
+            uri,
+            storage_options=dict(storage_options or {}) or None,
+            read_consistency_interval=timedelta(seconds=0),
+        )
         self._embedder = embedder
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._suppression: dict[str, frozenset[str]] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> Store:
@@ -188,13 +220,20 @@ class Store:
                     f"{entity} {row['crm_id']} belongs to tenant {row['tenant_id']!r}, "
                     f"not {tenant_id!r}; nothing was written"
                 )
+        suppressed = self._suppressed(tenant_id)
+        if suppressed:
+            kept = [row for row in rows if not _identities(row) & suppressed]
+            duplicates_suppressed = len(rows) - len(kept)
+            rows = kept
+        else:
+            duplicates_suppressed = 0
         newest: dict[str, dict[str, Any]] = {}
         for row in rows:
             held = newest.get(row["crm_id"])
             if held is None or held["updated_at"] < row["updated_at"]:
                 newest[row["crm_id"]] = row
         batch = list(newest.values())
-        duplicates = len(rows) - len(batch)
+        duplicates = len(rows) - len(batch) + duplicates_suppressed
         if not batch:
             return UpsertResult(0, 0, duplicates)
         embedded = 0
@@ -486,6 +525,103 @@ class Store:
                 f"{_tenant_filter(tenant_id)} AND job_id = {_sql_literal(job_id)}"
             )
 
+    # ----------------------------------------------------------------------------------------------
+    # Erasure
+
+    def find_person(self, tenant_id: str, subject: str) -> dict[str, list[str]]:
+        """CRM ids of the leads, contacts and users whose email or CRM id is ``subject``."""
+        _require_tenant(tenant_id)
+        found: dict[str, list[str]] = {}
+        literal = _sql_literal(subject.strip().lower())
+        for entity in PERSON_ENTITIES:
+            table = self._table(entity)
+            if table is None:
+                continue
+            where = (
+                f"{_tenant_filter(tenant_id)} AND (lower(email) = {literal} "
+                f"OR crm_id = {_sql_literal(subject.strip())})"
+            )
+            rows = table.search().where(where).select(["crm_id"]).limit(None).to_arrow()
+            ids = rows.column("crm_id").to_pylist()
+            if ids:
+                found[entity] = ids
+        return found
+
+    def delete_containing(self, tenant_id: str, entity: str, column: str, text: str) -> int:
+        """Delete a tenant's rows whose text column contains ``text`` (notes quoting an email)."""
+        _require_tenant(tenant_id)
+        table = self._table(entity)
+        if table is None or column not in arrow_schema(entity).names or not text:
+            return 0
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        needle = _sql_literal("%" + pattern.lower() + "%")
+        where = f"{_tenant_filter(tenant_id)} AND lower({column}) LIKE {needle}"
+        removed = table.count_rows(where)
+        if removed:
+            table.delete(where)
+        return int(removed)
+
+    def record_erasure(self, tenant_id: str, subject: str, counts: Mapping[str, int]) -> None:
+        """Log an erasure and suppress the subject (and the ids it covered) from future syncs."""
+        _require_tenant(tenant_id)
+        rows = [
+            {"tenant_id": tenant_id, "subject_hash": subject_hash(subject),
+             "erased_at": datetime.now(UTC), "counts_json": json.dumps(dict(counts), sort_keys=True)}
+        ]  # fmt: skip
+        (
+            self._system_table("erasures", ERASURE_SCHEMA)
+            .merge_insert(["tenant_id", "subject_hash"])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(pa.Table.from_pylist(rows, ERASURE_SCHEMA))
+        )
+        self._suppression.pop(tenant_id, None)
+
+    def suppress_ids(self, tenant_id: str, crm_ids: Sequence[str]) -> None:
+        """Keep these record ids out of future syncs (the records of an erased person)."""
+        _require_tenant(tenant_id)
+        if not crm_ids:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {"tenant_id": tenant_id, "subject_hash": subject_hash(i), "erased_at": now,
+             "counts_json": "{}"}
+            for i in sorted(set(crm_ids))
+        ]  # fmt: skip
+        (
+            self._system_table("erasures", ERASURE_SCHEMA)
+            .merge_insert(["tenant_id", "subject_hash"])
+            .when_not_matched_insert_all()
+            .execute(pa.Table.from_pylist(rows, ERASURE_SCHEMA))
+        )
+        self._suppression.pop(tenant_id, None)
+
+    def purge_history(self) -> None:
+        """Drop every table's old versions, so deleted rows are gone from disk and indexes too.
+
+        LanceDB keeps earlier versions for time travel; after an erasure they must not survive.
+        """
+        for name in _list_tables(self._db):
+            with warnings.catch_warnings():
+                # LanceDB warns that readers still on an old version will fail; for an erasure,
+                # removing those versions is the point.
+                warnings.simplefilter("ignore", UserWarning)
+                self._db.open_table(name).optimize(
+                    cleanup_older_than=timedelta(seconds=0), delete_unverified=True
+                )
+
+    def _suppressed(self, tenant_id: str) -> frozenset[str]:
+        cached = self._suppression.get(tenant_id)
+        if cached is not None:
+            return cached
+        hashes: frozenset[str] = frozenset()
+        if "erasures" in _list_tables(self._db):
+            table = self._system_table("erasures", ERASURE_SCHEMA)
+            rows = table.search().where(_tenant_filter(tenant_id)).select(["subject_hash"])
+            hashes = frozenset(rows.limit(None).to_arrow().column("subject_hash").to_pylist())
+        self._suppression[tenant_id] = hashes
+        return hashes
+
     def _system_table(self, name: str, schema: pa.Schema) -> Any:
         with self._lock:
             if name not in self._tables:
@@ -617,6 +753,17 @@ def _to_arrow(entity: str, rows: list[dict[str, Any]]) -> pa.Table:
         out["custom"] = json.dumps(row.get("custom") or {}, sort_keys=True, default=str)
         prepared.append({name: out.get(name) for name in schema.names})
     return pa.Table.from_pylist(prepared, schema=schema)
+
+
+def _identities(row: Mapping[str, Any]) -> set[str]:
+    """Hashes by which a row could belong to an erased person."""
+    found = {subject_hash(str(row["crm_id"]))}
+    if row.get("email"):
+        found.add(subject_hash(str(row["email"])))
+    for link in PERSON_LINKS:
+        if row.get(link):
+            found.add(subject_hash(str(row[link])))
+    return found
 
 
 def _from_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from core.queue import JobQueue, QueueUnavailable
 from core.store import Store
+from sync.jobs import backfill_progress
 
 bp = Blueprint("health", __name__)
 
@@ -52,7 +53,12 @@ def _tenant_status(store: Store, store_ok: bool) -> dict[str, Any]:
         return {"ok": False, "error": "store unavailable"}
     tenants = []
     for row in store.list_tenants():
-        entry = {"tenant_id": row["tenant_id"], "crm": row["crm"], "status": row["status"]}
+        entry: dict[str, Any] = {
+            "tenant_id": row["tenant_id"],
+            "crm": row["crm"],
+            "status": row["status"],
+            "backfill": backfill_progress(store, row["tenant_id"]),
+        }
         if row["status"] == "needs_reauth":
             # Syncing is paused until an admin installs again; queued work waits for it.
             entry["reason"] = row["status_reason"]

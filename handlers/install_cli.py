@@ -157,4 +157,3 @@ def _print_plan(plan: InstallPlan, dry_run: bool) -> None:
     click.echo(
         f"{changes} change(s) {verb} apply; {len(plan.items) - changes} item(s) already in place"
     )
-

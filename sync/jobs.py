@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from connectors.base import Connector, ReauthRequired, connector_for
 from core.services import Services, current
+from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,11 @@ BACKFILL_ENTITIES = ("user", "account", "lead", "contact", "opportunity", "activ
 """Backfilled in this order, so records arrive after the owners and accounts they point to."""
 BACKFILL_SLICE_S = 240.0
 """A backfill job hands over to a fresh job after this long, staying far inside rq's timeout."""
+RECONCILE_INTERVAL_S = 900.0
+"""How often each tenant is swept for changes whose webhooks never arrived."""
+RECONCILE_OVERLAP_S = 300.0
+"""Each sweep starts this long before the last one ended: CRM timestamps are set at commit, and a
+long transaction can commit a change stamped earlier than a sweep that already ran."""
 
 T = TypeVar("T")
 
@@ -64,6 +71,7 @@ def provision_tenant(tenant_id: str) -> dict[str, Any]:
     services.queue.enqueue(
         "sync.jobs.backfill_tenant", tenant_id, job_id=f"backfill:{tenant_id}", queue="low"
     )
+    schedule_reconcile(tenant_id)
     return {
         "tenant_id": tenant_id,
         "changes": [f"{item.action} {item.kind} {item.target}" for item in plan.changes],
@@ -86,7 +94,11 @@ def backfill_tenant(tenant_id: str) -> list[str]:
     """Queue the backfill of every entity for a tenant (each resumes from its checkpoint)."""
     services = current()
     queued = []
+    started = datetime.now(UTC).isoformat()
     for entity in BACKFILL_ENTITIES:
+        # Reconciliation takes over from the moment the backfill started, so nothing falls between.
+        if services.store.get_checkpoint(tenant_id, f"reconcile:{entity}") is None:
+            services.store.put_checkpoint(tenant_id, f"reconcile:{entity}", {"since": started})
         job_id = services.queue.enqueue(
             "sync.jobs.backfill_stream",
             tenant_id,
@@ -100,37 +112,76 @@ def backfill_tenant(tenant_id: str) -> list[str]:
 
 
 def backfill_stream(tenant_id: str, entity: str) -> dict[str, Any] | None:
-    """Copy every record of one entity into the store, page by page, saving a checkpoint after each.
+    """Copy every record of one entity into the store, handing over to a fresh job when long."""
+
+    def work(services: Services, connector: Connector) -> dict[str, Any]:
+        progress = run_backfill(services, connector, tenant_id, entity, BACKFILL_SLICE_S)
+        if not progress["done"]:
+            services.queue.enqueue("sync.jobs.backfill_stream", tenant_id, entity, queue="low")
+        return progress
+
+    return _for_tenant("sync.jobs.backfill_stream", tenant_id, (tenant_id, entity), work)
+
+
+def run_backfill(
+    services: Services,
+    connector: Connector,
+    tenant_id: str,
+    entity: str,
+    slice_s: float | None = None,
+    on_page: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Copy an entity page by page, saving a checkpoint after each page is stored.
 
     A crash or a kill loses at most the page in flight: the next run starts after the last saved
     checkpoint, and the store's newer-only upsert makes a repeated page harmless.
+
+    Args:
+        services: this process's services.
+        connector: the tenant's connector.
+        tenant_id: the tenant.
+        entity: the canonical entity to copy.
+        slice_s: stop after this long (the caller continues later); None runs to the end.
+        on_page: called with the number of records in each stored page (progress bars).
+
+    Returns:
+        ``{"entity", "records", "done"}``, where ``records`` counts every run so far.
     """
+    stream = f"backfill:{entity}"
+    checkpoint = services.store.get_checkpoint(tenant_id, stream) or {}
+    total = int(checkpoint.get("records", 0))
+    if checkpoint.get("done"):
+        return {"entity": entity, "records": total, "done": True}
+    resume = {k: v for k, v in checkpoint.items() if k not in {"done", "records"}} or None
+    started = time.monotonic()
+    for page in connector.changed(entity, since=None, checkpoint=resume):
+        if page.records:
+            services.store.upsert(tenant_id, entity, page.records)
+            total += len(page.records)
+            if on_page is not None:
+                on_page(len(page.records))
+        saved = {**page.checkpoint, "done": page.done, "records": total}
+        services.store.put_checkpoint(tenant_id, stream, saved)
+        if page.done:
+            return {"entity": entity, "records": total, "done": True}
+        if slice_s is not None and time.monotonic() - started > slice_s:
+            return {"entity": entity, "records": total, "done": False}
+    last = services.store.get_checkpoint(tenant_id, stream) or {}
+    services.store.put_checkpoint(tenant_id, stream, {**last, "done": True, "records": total})
+    return {"entity": entity, "records": total, "done": True}
 
-    def work(services: Services, connector: Connector) -> dict[str, Any]:
-        stream = f"backfill:{entity}"
-        checkpoint = services.store.get_checkpoint(tenant_id, stream)
-        if checkpoint and checkpoint.get("done"):
-            return {"entity": entity, "records": 0, "done": True}
-        started = time.monotonic()
-        written = 0
-        for page in connector.changed(entity, since=None, checkpoint=checkpoint):
-            if page.records:
-                services.store.upsert(tenant_id, entity, page.records)
-                written += len(page.records)
-            services.store.put_checkpoint(tenant_id, stream, {**page.checkpoint, "done": page.done})
-            if page.done:
-                return {"entity": entity, "records": written, "done": True}
-            if time.monotonic() - started > BACKFILL_SLICE_S:
-                services.queue.enqueue("sync.jobs.backfill_stream", tenant_id, entity, queue="low")
-                return {"entity": entity, "records": written, "done": False}
-        services.store.put_checkpoint(
-            tenant_id,
-            stream,
-            {**(services.store.get_checkpoint(tenant_id, stream) or {}), "done": True},
-        )
-        return {"entity": entity, "records": written, "done": True}
 
-    return _for_tenant("sync.jobs.backfill_stream", tenant_id, (tenant_id, entity), work)
+def backfill_progress(store: Store, tenant_id: str) -> dict[str, dict[str, Any]]:
+    """Per entity: records copied so far and whether the backfill is done."""
+    progress = {}
+    for entity in BACKFILL_ENTITIES:
+        checkpoint = store.get_checkpoint(tenant_id, f"backfill:{entity}")
+        if checkpoint is not None:
+            progress[entity] = {
+                "records": int(checkpoint.get("records", 0)),
+                "done": bool(checkpoint.get("done")),
+            }
+    return progress
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,13 +232,15 @@ def delete_records(tenant_id: str, object_name: str, crm_ids: list[str]) -> dict
     """Remove deleted records, and the notes and activities attached to them, from the store."""
     services = current()
     tenant = services.registry.get(tenant_id)
-    entity = _entity(tenant.crm, object_name)
+    return _remove(services, tenant_id, _entity(tenant.crm, object_name), crm_ids)
+
+
+def _remove(services: Services, tenant_id: str, entity: str, crm_ids: list[str]) -> dict[str, int]:
     removed = {entity: services.store.delete(tenant_id, entity, crm_ids)}
     if entity in CHILD_LINKS:
         for child in ("note", "activity"):
-            removed[child] = services.store.delete_where(
-                tenant_id, child, CHILD_LINKS[entity], crm_ids
-            )
+            link = CHILD_LINKS[entity]
+            removed[child] = services.store.delete_where(tenant_id, child, link, crm_ids)
     return removed
 
 
@@ -226,3 +279,53 @@ def refetch_object(tenant_id: str, object_name: str) -> dict[str, Any] | None:
         return {"object": object_name, "stored": stored}
 
     return _for_tenant("sync.jobs.refetch_object", tenant_id, (tenant_id, object_name), work)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reconciliation
+
+
+def schedule_reconcile(tenant_id: str, delay_s: float = RECONCILE_INTERVAL_S) -> str | None:
+    """Queue the tenant's next sweep; one per interval slot, so repeated calls do not pile up."""
+    slot = int((time.time() + delay_s) // RECONCILE_INTERVAL_S)
+    return current().queue.enqueue_in(
+        delay_s, "sync.jobs.reconcile_tenant", tenant_id, job_id=f"reconcile:{tenant_id}:{slot}",
+        queue="low",
+    )  # fmt: skip
+
+
+def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] | None:
+    """Sweep every entity for changes and deletions since the last sweep, then schedule the next.
+
+    This is what catches webhooks the CRM never delivered (or delivered to a Fieldwise that was
+    down past the CRM's retries): it reads by modification time, so nothing depends on events.
+    """
+
+    def work(services: Services, connector: Connector) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        summary: dict[str, Any] = {}
+        for entity in BACKFILL_ENTITIES:
+            stream = f"reconcile:{entity}"
+            checkpoint = services.store.get_checkpoint(tenant_id, stream)
+            if checkpoint is None:
+                # Never backfilled: a sweep cannot stand in for the first full copy.
+                continue
+            since = datetime.fromisoformat(checkpoint["since"]) - timedelta(
+                seconds=RECONCILE_OVERLAP_S
+            )
+            stored = 0
+            for page in connector.changed(entity, since=since):
+                if page.records:
+                    result = services.store.upsert(tenant_id, entity, page.records)
+                    stored += result.inserted + result.updated
+            deleted = connector.deleted(entity, since, now)
+            removed = _remove(services, tenant_id, entity, deleted) if deleted else {}
+            services.store.put_checkpoint(tenant_id, stream, {"since": now.isoformat()})
+            summary[entity] = {"stored": stored, "deleted": removed.get(entity, 0)}
+        return summary
+
+    try:
+        return _for_tenant("sync.jobs.reconcile_tenant", tenant_id, (tenant_id,), work)
+    finally:
+        if reschedule and current().registry.get(tenant_id).status == "active":
+            schedule_reconcile(tenant_id)

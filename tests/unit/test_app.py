@@ -119,6 +119,7 @@ def test_healthz_names_a_tenant_that_needs_reauthorisation_with_its_reinstall_li
             "tenant_id": "hubspot-77",
             "crm": "hubspot",
             "status": "needs_reauth",
+            "backfill": {},
             "reason": "refresh token revoked",
             "reinstall": "/install/hubspot",
         }

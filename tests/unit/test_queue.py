@@ -137,3 +137,18 @@ def test_given_unreachable_redis_when_enqueueing_then_queue_unavailable_is_raise
         queue.enqueue("queue_jobs.append_line", str(tmp_path / "x"), "x", job_id="e1")
     with pytest.raises(QueueUnavailable):
         queue.health()
+
+
+def test_a_delayed_job_waits_its_delay_then_runs(backend, tmp_path):
+    out = tmp_path / "out.txt"
+    job_id = backend.queue.enqueue_in(0.5, "queue_jobs.append_line", str(out), "later", job_id="d1")
+    assert backend.queue.status(job_id) == "scheduled"
+    assert backend.queue.enqueue_in(0.5, "queue_jobs.append_line", str(out), "x", job_id="d1") is None
+    deadline = time.monotonic() + 15
+    while not out.exists() and time.monotonic() < deadline:
+        if isinstance(backend, RedisBackend):
+            SimpleWorker(backend.queue.queues(), connection=backend.queue.connection).work(
+                burst=True, with_scheduler=True
+            )
+        time.sleep(0.2)
+    assert out.read_text() == "later\n"
