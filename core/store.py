@@ -104,6 +104,34 @@ ERASURE_SCHEMA = pa.schema(
 the log holds no readable personal data, and it doubles as the suppression list that keeps an
 erased person from being synced back in."""
 
+WRITE_LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("object_name", pa.string()),
+        pa.field("crm_id", pa.string()),
+        pa.field("field", pa.string()),
+        pa.field("value_json", pa.string()),
+        pa.field("written_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""The last value Fieldwise wrote to each (record, field): write-back diffs against it."""
+
+AUDIT_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("object_name", pa.string()),
+        pa.field("crm_id", pa.string()),
+        pa.field("field", pa.string()),
+        pa.field("old_json", pa.string()),
+        pa.field("new_json", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("outcome", pa.string()),
+        pa.field("at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+"""Every write Fieldwise attempted: record, field, old and new value, model version, why, outcome."""
+
 PERSON_ENTITIES = ("lead", "contact", "user")
 """Entities that are people, found by email or CRM id."""
 PERSON_LINKS = ("lead_id", "contact_id")
@@ -526,6 +554,79 @@ class Store:
             )
 
     # ----------------------------------------------------------------------------------------------
+    # Write-back ledger and audit
+
+    def last_written(
+        self, tenant_id: str, object_name: str, crm_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """Per record, per field: the JSON of the value Fieldwise last wrote."""
+        _require_tenant(tenant_id)
+        if "write_ledger" not in _list_tables(self._db) or not crm_ids:
+            return {}
+        where = (
+            f"{_tenant_filter(tenant_id)} AND object_name = {_sql_literal(object_name)}"
+            f" AND crm_id IN ({_sql_list(crm_ids)})"
+        )
+        rows = (
+            self._system_table("write_ledger", WRITE_LEDGER_SCHEMA)
+            .search()
+            .where(where)
+            .select(["crm_id", "field", "value_json"])
+            .limit(None)
+            .to_arrow()
+            .to_pylist()
+        )
+        held: dict[str, dict[str, str]] = {}
+        for row in rows:
+            held.setdefault(row["crm_id"], {})[row["field"]] = row["value_json"]
+        return held
+
+    def record_writes(
+        self, tenant_id: str, object_name: str, written: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Remember ``(crm_id, field, value_json)`` as written now (replacing earlier values)."""
+        _require_tenant(tenant_id)
+        if not written:
+            return
+        now = datetime.now(UTC)
+        rows = [
+            {"tenant_id": tenant_id, "object_name": object_name, "crm_id": crm_id,
+             "field": field, "value_json": value, "written_at": now}
+            for crm_id, field, value in written
+        ]  # fmt: skip
+        (
+            self._system_table("write_ledger", WRITE_LEDGER_SCHEMA)
+            .merge_insert(["tenant_id", "object_name", "crm_id", "field"])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(pa.Table.from_pylist(rows, WRITE_LEDGER_SCHEMA))
+        )
+
+    def append_audit(self, tenant_id: str, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Append write attempts to the audit log (see :data:`AUDIT_SCHEMA` for the fields)."""
+        _require_tenant(tenant_id)
+        if not entries:
+            return
+        now = datetime.now(UTC)
+        rows = [{**{n: e.get(n) for n in AUDIT_SCHEMA.names}, "tenant_id": tenant_id,
+                 "at": e.get("at") or now} for e in entries]  # fmt: skip
+        self._system_table("audit", AUDIT_SCHEMA).add(pa.Table.from_pylist(rows, AUDIT_SCHEMA))
+
+    def audit(
+        self, tenant_id: str, *, crm_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """A tenant's audit entries, newest first (optionally for one record)."""
+        _require_tenant(tenant_id)
+        if "audit" not in _list_tables(self._db):
+            return []
+        where = _tenant_filter(tenant_id)
+        if crm_id is not None:
+            where += f" AND crm_id = {_sql_literal(crm_id)}"
+        rows = self._system_table("audit", AUDIT_SCHEMA).search().where(where).limit(None)
+        entries = rows.to_arrow().to_pylist()
+        return sorted(entries, key=lambda r: r["at"], reverse=True)[:limit]
+
+    # ----------------------------------------------------------------------------------------------
     # Erasure
 
     def find_person(self, tenant_id: str, subject: str) -> dict[str, list[str]]:
@@ -595,6 +696,32 @@ class Store:
             .execute(pa.Table.from_pylist(rows, ERASURE_SCHEMA))
         )
         self._suppression.pop(tenant_id, None)
+
+    def erase_record_history(self, tenant_id: str, crm_ids: Sequence[str]) -> int:
+        """Delete these records' rows from every side table keyed by ``crm_id``.
+
+        That is the write ledger, the audit log, the score ledger and any later such table.
+
+        Returns:
+            How many rows were removed.
+        """
+        _require_tenant(tenant_id)
+        if not crm_ids:
+            return 0
+        removed = 0
+        entity_tables = set(TABLES.values())
+        for name in _list_tables(self._db):
+            if name in entity_tables:
+                continue
+            table = self._db.open_table(name)
+            if "crm_id" not in table.schema.names or "tenant_id" not in table.schema.names:
+                continue
+            where = f"{_tenant_filter(tenant_id)} AND crm_id IN ({_sql_list(crm_ids)})"
+            count = table.count_rows(where)
+            if count:
+                table.delete(where)
+                removed += int(count)
+        return removed
 
     def purge_history(self) -> None:
         """Drop every table's old versions, so deleted rows are gone from disk and indexes too.

@@ -1,10 +1,11 @@
 """Data-subject erasure: ``fieldwise forget <email or CRM id>``.
 
 A person is removed from every table that can hold them: the lead, contact and user rows that are
-them, the notes and activities attached to those records, and notes anywhere that quote their
-email address. Old table versions are then purged so nothing survives on disk or in the full-text
-and vector indexes. The erasure is logged by a hash of the subject, and the same hashes keep the
-person's records from being synced back in while they still exist in the CRM.
+them, the notes and activities attached to those records, notes anywhere that quote their email
+address, and every side table keyed by their record ids (write ledger, audit log, score ledger).
+Old table versions are then purged so nothing survives on disk or in the full-text and vector
+indexes. The erasure is logged by a hash of the subject, and the same hashes keep the person's
+records from being synced back in while they still exist in the CRM.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def forget(
             for child in ("note", "activity"):
                 for link in PERSON_LINKS:
                     removed[child] += store.delete_where(tenant_id, child, link, crm_ids)
+            removed["history"] += store.erase_record_history(tenant_id, crm_ids)
             store.suppress_ids(tenant_id, crm_ids)
         if "@" in subject:
             removed["note"] += store.delete_containing(tenant_id, "note", "body", subject)

@@ -1,0 +1,280 @@
+"""Write-back: put scoring and copilot results into the CRM's own fields, as cheaply as possible.
+
+The manifest says which field carries each result on each CRM object; there is no other list.
+Every value is compared with what Fieldwise last wrote to that field (the write ledger), so a
+rescoring that changes nothing costs no API call, and a retry after a partial failure redoes only
+what did not land. What changed goes to the connector in one call, which batches at the API's
+maximum (200 records per Salesforce ``composite/sobjects`` call, 100 per HubSpot batch update).
+
+A value a person edited after Fieldwise wrote it is left alone unless the tenant's overwrite policy
+says otherwise: the synced copy of the record shows the CRM's current value of each Fieldwise
+field, and when that differs from what Fieldwise last wrote, someone changed it.
+
+Every attempt, landed or not, goes to the audit log with the old and new value, the model version
+and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from connectors.base import Connector, FatalError, RetriableError, WriteResult
+from core.services import Services
+from manifests.loader import FieldSpec, load_manifest
+
+log = logging.getLogger(__name__)
+
+OverwritePolicy = Literal["respect_edits", "overwrite"]
+
+
+@dataclass(frozen=True)
+class PlannedWrite:
+    """One field of one record that will change."""
+
+    object_name: str
+    crm_id: str
+    field: str
+    result: str
+    old_json: str | None
+    new_json: str
+    value: Any
+
+
+@dataclass
+class WritePlan:
+    """Every field write-back would make for a batch of results, and what it leaves alone."""
+
+    tenant_id: str
+    entity: str
+    writes: list[PlannedWrite] = field(default_factory=list)
+    unchanged: int = 0
+    kept_human_edits: list[tuple[str, str]] = field(default_factory=list)
+    """``(crm_id, field)`` pairs skipped because a person edited them after Fieldwise did."""
+
+    def by_record(self, object_name: str) -> dict[str, dict[str, Any]]:
+        """The writes for one object, shaped for ``Connector.write``."""
+        updates: dict[str, dict[str, Any]] = {}
+        for write in self.writes:
+            if write.object_name == object_name:
+                updates.setdefault(write.crm_id, {})[write.field] = write.value
+        return updates
+
+
+@dataclass
+class WriteSummary:
+    """What applying a plan did."""
+
+    written: int = 0
+    records: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """``(crm_id, CRM message)`` for records the CRM refused."""
+
+
+def as_json(value: Any) -> str:
+    """The canonical text of a value for comparison and the ledger (dates as ISO 8601)."""
+    if isinstance(value, datetime | date):
+        value = value.isoformat()
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def plan_writes(
+    services: Services,
+    tenant_id: str,
+    entity: str,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    policy: OverwritePolicy = "respect_edits",
+) -> WritePlan:
+    """Work out which fields change for a set of results, without calling the CRM.
+
+    Args:
+        services: this process's services.
+        tenant_id: the tenant.
+        entity: the canonical entity the results are about (``lead``, ``opportunity`` ...).
+        results: per CRM id, result name (``score``, ``grade`` ...) to value.
+        policy: ``respect_edits`` leaves fields a person changed after Fieldwise; ``overwrite``
+            does not.
+
+    Returns:
+        The plan; only fields the manifest maps, and only values that differ from the last write.
+    """
+    tenant = services.registry.get(tenant_id)
+    manifest = load_manifest(tenant.crm)
+    plan = WritePlan(tenant_id, entity)
+    ids = sorted(results)
+    synced = {r["crm_id"]: r for r in services.store.get_many(tenant_id, entity, ids)}
+    for object_name in manifest.objects_for_entity(entity):
+        specs: dict[str, FieldSpec] = {}
+        for result in {name for values in results.values() for name in values}:
+            spec = manifest.field_for(object_name, result)
+            if spec is not None:
+                specs[result] = spec
+        if not specs:
+            continue
+        written = services.store.last_written(tenant_id, object_name, ids)
+        for crm_id in ids:
+            held = written.get(crm_id, {})
+            current = (synced.get(crm_id) or {}).get("custom") or {}
+            for result, value in results[crm_id].items():
+                spec = specs.get(result)
+                if spec is None:
+                    continue
+                new_json = as_json(value)
+                old_json = held.get(spec.api_name)
+                if old_json == new_json:
+                    plan.unchanged += 1
+                    continue
+                if policy == "respect_edits" and _edited_by_person(
+                    current, spec.api_name, old_json
+                ):
+                    plan.kept_human_edits.append((crm_id, spec.api_name))
+                    continue
+                plan.writes.append(
+                    PlannedWrite(
+                        object_name, crm_id, spec.api_name, result, old_json, new_json, value
+                    )
+                )
+    return plan
+
+
+def _edited_by_person(
+    synced_custom: Mapping[str, Any], field_name: str, last_json: str | None
+) -> bool:
+    """Whether the CRM now holds a value in our field that Fieldwise did not write.
+
+    Only decidable once Fieldwise has written the field and the synced copy carries it.
+    """
+    if last_json is None or field_name not in synced_custom:
+        return False
+    current = synced_custom[field_name]
+    if current is None or current == "":
+        return False
+    return not _same_value(current, json.loads(last_json))
+
+
+def _same_value(crm_value: Any, written: Any) -> bool:
+    if isinstance(written, int | float) and not isinstance(written, bool):
+        try:
+            return float(crm_value) == float(written)
+        except (TypeError, ValueError):
+            return False
+    if isinstance(written, str) and isinstance(crm_value, str) and "T" in written:
+        return crm_value[:19] == written[:19]  # CRMs reformat datetimes; seconds are what we set
+    return str(crm_value).strip() == str(written).strip()
+
+
+def apply_writes(
+    services: Services,
+    connector: Connector,
+    plan: WritePlan,
+    *,
+    model_version: str | None = None,
+    reasons: Mapping[str, str] | None = None,
+) -> WriteSummary:
+    """Write a plan through the connector, record what landed, audit everything.
+
+    Records the CRM refuses (validation rules, restricted picklists) are reported and skipped;
+    the rest of the batch still lands.
+
+    Raises:
+        RetriableError: some records hit a transient failure; what landed is already recorded,
+            so the retry writes only the rest.
+        FatalError: the CRM refused for a reason a person must fix (missing permission).
+    """
+    summary = WriteSummary()
+    audit: list[dict[str, Any]] = []
+    retriable: list[WriteResult] = []
+    fatal: list[WriteResult] = []
+    for object_name in sorted({w.object_name for w in plan.writes}):
+        updates = plan.by_record(object_name)
+        outcomes = {r.crm_id: r for r in connector.write(plan.entity, updates)}
+        landed: list[tuple[str, str, str]] = []
+        for write in (w for w in plan.writes if w.object_name == object_name):
+            outcome = outcomes.get(write.crm_id)
+            ok = outcome is not None and outcome.ok
+            if ok:
+                landed.append((write.crm_id, write.field, write.new_json))
+            audit.append(
+                {
+                    "object_name": object_name,
+                    "crm_id": write.crm_id,
+                    "field": write.field,
+                    "old_json": write.old_json,
+                    "new_json": write.new_json,
+                    "model_version": model_version,
+                    "reason": (reasons or {}).get(write.crm_id),
+                    "outcome": "written"
+                    if ok
+                    else f"failed: {outcome.error if outcome else 'no result'}",
+                }
+            )
+        services.store.record_writes(plan.tenant_id, object_name, landed)
+        summary.written += len(landed)
+        for crm_id, outcome in outcomes.items():
+            if outcome.ok:
+                summary.records += 1
+            elif outcome.error_kind == "retriable":
+                retriable.append(outcome)
+            elif outcome.error_kind == "fatal":
+                fatal.append(outcome)
+            else:
+                summary.failed.append((crm_id, outcome.error or "refused"))
+    services.store.append_audit(plan.tenant_id, audit)
+    if fatal:
+        raise FatalError(fatal[0].error or "the CRM refused the write")
+    if retriable:
+        raise RetriableError(
+            f"{len(retriable)} record(s) hit a transient failure: {retriable[0].error}; "
+            "they are retried, the rest landed"
+        )
+    return summary
+
+
+def write_values(
+    tenant_id: str,
+    entity: str,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    model_version: str | None = None,
+    reasons: Mapping[str, str] | None = None,
+    dry_run: bool = False,
+) -> tuple[WritePlan, WriteSummary | None]:
+    """Plan and (unless ``dry_run``) apply write-back for explicit results."""
+    from connectors.base import connector_for
+    from core.services import current
+
+    services = current()
+    policy = _policy(services, tenant_id)
+    plan = plan_writes(services, tenant_id, entity, results, policy=policy)
+    if dry_run or not plan.writes:
+        return plan, None
+    connector = connector_for(tenant_id, services.connector_context)
+    return plan, apply_writes(
+        services, connector, plan, model_version=model_version, reasons=reasons
+    )
+
+
+def _policy(services: Services, tenant_id: str) -> OverwritePolicy:
+    settings = services.registry.get(tenant_id).settings
+    chosen = (settings.get("scoring") or {}).get("overwrite_policy", "respect_edits")
+    return "overwrite" if chosen == "overwrite" else "respect_edits"
+
+
+def describe_plan(plan: WritePlan) -> list[dict[str, Any]]:
+    """The plan as rows for a dry-run listing."""
+    return [
+        {
+            "object": w.object_name,
+            "crm_id": w.crm_id,
+            "field": w.field,
+            "old": w.old_json,
+            "new": w.new_json,
+        }
+        for w in plan.writes
+    ]
+
