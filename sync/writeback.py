@@ -139,6 +139,7 @@ def plan_writes(
                         object_name, crm_id, spec.api_name, result, old_json, new_json, value
                     )
                 )
+    plan.writes.sort(key=lambda w: (w.object_name, w.crm_id, w.field))
     return plan
 
 
