@@ -76,4 +76,7 @@ def session(retry: Retry | None = None, ca_bundle: str | None = None) -> request
     http.mount("http://", adapter)
     if ca_bundle:
         http.verify = ca_bundle
+        # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace ``verify`` when trust_env is on,
+        # which would silently drop the bundle named here.
+        http.trust_env = False
     return http

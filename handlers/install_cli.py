@@ -132,7 +132,6 @@ def _oauth_install(services: Services, crm: str, auto_consent: bool) -> Tenant:
         click.echo(f"Open this URL to consent:\n{start.authorization_url}")
         if auto_consent:
             http = session(ca_bundle=services.config.ca_bundle)
-            http.trust_env = False
             http.get(start.authorization_url, timeout=30, allow_redirects=True)
         if not done.wait(CONSENT_TIMEOUT_S):
             raise click.ClickException(f"no consent arrived within {CONSENT_TIMEOUT_S:.0f} s")

@@ -24,6 +24,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
+from connectors.salesforce.client import CLIENT_NAME as SALESFORCE_CLIENT_NAME
 from core.queue import QueueUnavailable
 from core.services import Services
 from core.tenants import Tenant
@@ -33,9 +34,6 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 MAX_SIGNATURE_AGE_S = 300
 """HubSpot: "reject the request if the timestamp is older than 5 minutes"; the relay follows suit."""
-SALESFORCE_CLIENT_NAME = "Fieldwise"
-"""Sent as ``Sforce-Call-Options: client=Fieldwise`` on every Salesforce write; change events
-carry it back in ``changeOrigin`` (the ChangeEventHeader reference says this is what it is for)."""
 
 # HubSpot's v3 signature is computed over the URI with these escapes decoded (and only these), per
 # https://developers.hubspot.com/docs/apps/developer-platform/build-apps/authentication/request-validation
@@ -458,6 +456,8 @@ def change_event_work(services: Services, tenant: Tenant, events: list[Any]) -> 
         origin = str(header.get("changeOrigin") or "")
         commit_user = str(header.get("commitUser") or "")
         own_user = tenant.integration_user_id or ""
+        # Every Salesforce call Fieldwise makes sends Sforce-Call-Options: client=<CLIENT_NAME>;
+        # change events carry it back in changeOrigin, which Salesforce documents for exactly this.
         if f"client={SALESFORCE_CLIENT_NAME}" in origin or (
             own_user and commit_user[:15] == own_user[:15]
         ):

@@ -5,9 +5,10 @@ Operations: ``createMetadata``, ``updateMetadata``, ``upsertMetadata``, ``readMe
 ``deleteMetadata`` and ``listMetadata`` for ``CustomField``; ``createMetadata``/``upsertMetadata``
 also accept ``PermissionSet`` (stored, field-level security is not enforced) and
 ``WorkflowOutboundMessage`` (becomes an outbound-message configuration that fires on every create
-and update of its object). Answers are ``SaveResult`` / ``UpsertResult`` / ``DeleteResult`` /
-``ReadResult`` envelopes in the ``http://soap.sforce.com/2006/04/metadata`` namespace; a missing or
-bad session or a malformed envelope is a SOAP fault.
+and update of its object); ``readMetadata`` and ``deleteMetadata`` accept both as well. Answers are
+``SaveResult`` / ``UpsertResult`` / ``DeleteResult`` / ``ReadResult`` envelopes in the
+``http://soap.sforce.com/2006/04/metadata`` namespace; a missing or bad session or a malformed
+envelope is a SOAP fault.
 
 Supported field types: Number, Currency, Percent, Checkbox, Date, DateTime, Text, TextArea,
 LongTextArea, Html, Email, Phone, Url, Picklist and MultiselectPicklist.
@@ -530,8 +531,9 @@ class MetadataApi:
 
     def _read(self, element: ET.Element) -> str:
         type_name, names = self._names(element)
-        records = []
+        records: list[str] = []
         for full_name in names:
+            found = len(records)
             if type_name == "CustomField" and "." in full_name:
                 obj_name, field_name = full_name.split(".", 1)
                 fdef = self.schema.custom_field(obj_name, field_name)
@@ -543,7 +545,36 @@ class MetadataApi:
                 if full_name in sets:
                     body = "".join(_xml(k, v) for k, v in sets[full_name].items())
                     records.append(f'<records xsi:type="PermissionSet">{body}</records>')
+            elif type_name == "WorkflowOutboundMessage":
+                config = self._outbound_config(full_name)
+                if config is not None:
+                    meta = {
+                        "fullName": full_name,
+                        "endpointUrl": config["endpoint_url"],
+                        "fields": config["fields"],
+                        "includeSessionId": config["include_session_id"],
+                        "name": config["name"],
+                    }
+                    body = "".join(_xml(k, v) for k, v in meta.items())
+                    records.append(f'<records xsi:type="WorkflowOutboundMessage">{body}</records>')
+            if len(records) == found:
+                # Salesforce answers a name that does not exist with an empty component (no
+                # fullName) in its place, so the answer always has one record per name asked.
+                records.append(f'<records xsi:type="{escape(type_name)}"/>')
         return f"<result>{''.join(records)}</result>"
+
+    def _outbound_config(self, full_name: str) -> dict[str, Any] | None:
+        """The outbound-message configuration ``Object.Name`` refers to, or None."""
+        object_name, _, name = full_name.partition(".")
+        configs = self.outbound({}).get("outbound_messages", [])
+        return next(
+            (
+                c
+                for c in configs
+                if c["name"] == name and str(c["object"]).lower() == object_name.lower()
+            ),
+            None,
+        )
 
     def _delete(self, element: ET.Element) -> str:
         type_name, names = self._names(element)
@@ -558,6 +589,11 @@ class MetadataApi:
                 sets = self.get_meta("salesforce.permission_sets", {})
                 removed = sets.pop(full_name, None) is not None
                 self.set_meta("salesforce.permission_sets", sets)
+            elif type_name == "WorkflowOutboundMessage":
+                config = self._outbound_config(full_name)
+                if config is not None:
+                    self.outbound({"delete": config["name"]})
+                    removed = True
             if not removed:
                 error = _error(
                     "INVALID_CROSS_REFERENCE_KEY",

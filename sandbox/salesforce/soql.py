@@ -729,6 +729,10 @@ class Evaluator:
     def _sort_key(fdef: FieldDef, value: Any) -> Any:
         if fdef.type == "datetime":
             return parse_datetime(value) or datetime.min.replace(tzinfo=UTC)
+        if fdef.type in {"id", "reference"}:
+            # Ids order by their case-sensitive 18-character form, the same order the ``<``/``>``
+            # filters compare in, so ``ORDER BY Id`` and ``WHERE Id > :last`` page consistently.
+            return to18(value) or value
         if isinstance(value, str):
             return value.lower()
         return value
