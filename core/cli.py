@@ -345,3 +345,187 @@ def forget(subject: str, tenant_ids: tuple[str, ...], yes: bool) -> None:
         raise click.UsageError(str(exc)) from None
     for report in reports:
         click.echo(json.dumps({"tenant_id": report.tenant_id, "removed": report.removed}))
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring models: train, list versions, show a report, roll back
+
+_KINDS = ("lead", "opportunity")
+_REPORT_KEYS = ("auc", "pr_auc", "brier", "ece", "lift_top20", "n_train", "n_holdout")
+
+
+def _tenant_ids(services: Any, tenant: str | None) -> list[str]:
+    if tenant:
+        return [tenant]
+    found = [str(row["tenant_id"]) for row in services.store.list_tenants()]
+    if not found:
+        raise click.UsageError("no tenants installed; pass --tenant or install a CRM first")
+    return found
+
+
+def _summary(report: dict[str, Any]) -> str:
+    head = f"{report.get('kind')} {report.get('model_version') or '(not saved)'}"
+    if report.get("rule_based"):
+        head += " RULE-BASED: " + str(report.get("sufficiency", {}).get("message", ""))
+    numbers = ", ".join(
+        f"{k} {report[k]:.3f}" if isinstance(report.get(k), float) else f"{k} {report.get(k)}"
+        for k in _REPORT_KEYS
+    )
+    promoted = "promoted" if report.get("promoted") else "not promoted"
+    reason = (report.get("promotion") or {}).get("reason", "")
+    return f"{head}\n  {numbers}\n  {promoted}{': ' + reason if reason else ''}"
+
+
+@main.command()
+@click.option("--tenant", default=None, help="Tenant id (default: every installed tenant).")
+@click.option(
+    "--kind",
+    type=click.Choice([*_KINDS, "all"]),
+    default="all",
+    show_default=True,
+    help="Which model to train.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each report as one JSON object.")
+@click.option("--from-csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
+              help="Train from a CSV export of history instead of the store.")  # fmt: skip
+@click.option(
+    "--label", "label_column", help="The CSV column holding the outcome (with --from-csv)."
+)
+@click.option("--exclude", "excluded", multiple=True, help="Leave this field out (repeatable).")
+@_config_errors_are_one_line
+def train(
+    tenant: str | None,
+    kind: str,
+    as_json: bool,
+    csv_path: str | None,
+    label_column: str | None,
+    excluded: tuple[str, ...],
+) -> None:
+    """Train lead and opportunity models with CatBoost and print their reports."""
+    from core.services import configure
+    from scoring.training import train as train_model
+    from scoring.training import train_from_csv
+
+    config = Config.from_env()
+    services = configure(config)
+    kinds = list(_KINDS) if kind == "all" else [kind]
+    reports: list[dict[str, Any]] = []
+
+    def run(label: str, work: Callable[[Any], dict[str, Any]]) -> None:
+        if as_json:
+            reports.append(work(None))
+            return
+        with click.progressbar(length=1, label=label, show_pos=True) as bar:
+
+            def progress(step: str, done: int, total: int) -> None:
+                bar.label = f"{label}: {step}"
+                bar.length = max(total, 1)
+                bar.pos = 0
+                bar.update(done)
+
+            report = work(progress)
+        reports.append(report)
+        click.echo(_summary(report))
+
+    if csv_path:
+        if not label_column:
+            raise click.UsageError("--from-csv needs --label COLUMN")
+        csv_kind = kinds[0] if len(kinds) == 1 else "lead"
+        run(
+            f"{csv_path} ({csv_kind})",
+            lambda progress: train_from_csv(
+                csv_path, label_column, kind=csv_kind,  # type: ignore[arg-type]
+                store=services.store if tenant else None, tenant_id=tenant,
+                task_type=config.catboost_task_type, excluded_fields=excluded, progress=progress,
+            ),
+        )  # fmt: skip
+    else:
+        for tenant_id in _tenant_ids(services, tenant):
+            for one in kinds:
+
+                def work(progress: Any, t: str = tenant_id, k: str = one) -> dict[str, Any]:
+                    return train_model(
+                        services.store, t, k,  # type: ignore[arg-type]
+                        task_type=config.catboost_task_type,
+                        excluded_fields=excluded, progress=progress,
+                    )  # fmt: skip
+
+                run(f"{tenant_id} {one}", work)
+    if as_json:
+        for report in reports:
+            click.echo(json.dumps(report, default=str))
+
+
+@main.group()
+def model() -> None:
+    """Trained scoring models: versions, reports and rollback."""
+
+
+@model.command("versions")
+@click.option("--tenant", required=True, help="Tenant id.")
+@click.option("--kind", type=click.Choice(_KINDS), required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as one JSON object.")
+@_config_errors_are_one_line
+def model_versions(tenant: str, kind: str, as_json: bool) -> None:
+    """List a tenant's model versions, oldest first (* marks the current one)."""
+    from core.services import configure
+    from scoring.registry import ModelRegistry
+
+    versions = ModelRegistry(configure(Config.from_env()).store).versions(tenant, kind)
+    if as_json:
+        click.echo(json.dumps({"tenant_id": tenant, "kind": kind, "versions": versions}))
+        return
+    if not versions:
+        click.echo(f"{tenant}: no {kind} model trained yet (run `fieldwise train`)")
+    for v in versions:
+        mark = "*" if v["current"] else " "
+        auc = f"{v['auc']:.3f}" if isinstance(v.get("auc"), float) else "-"
+        kind_label = "rule-based" if v["rule_based"] else "catboost"
+        click.echo(f"{mark} {v['version']}  {v['created_at']}  {kind_label}  auc {auc}")
+
+
+@model.command("report")
+@click.option("--tenant", required=True, help="Tenant id.")
+@click.option("--kind", type=click.Choice(_KINDS), required=True)
+@click.option("--version", "version", default=None, help="A version (default: the current one).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@_config_errors_are_one_line
+def model_report(tenant: str, kind: str, version: str | None, as_json: bool) -> None:
+    """Show the saved report of a model version, with its latest drift check."""
+    from core.services import configure
+    from scoring.registry import ModelRegistry
+
+    try:
+        report = ModelRegistry(configure(Config.from_env()).store).report(tenant, kind, version)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    if as_json:
+        click.echo(json.dumps(report, default=str))
+        return
+    click.echo(_summary(report))
+    for row in report.get("conversion_per_grade", []):
+        rate = row.get("conversion_rate")
+        click.echo(f"  {row['grade']:<5} n {row['n']:>5}  conversion "
+                   f"{'-' if rate is None else f'{rate:.1%}'}")  # fmt: skip
+    monitoring = report.get("monitoring")
+    if monitoring:
+        verdict = "retrain recommended" if monitoring.get("retrain_recommended") else "no drift"
+        click.echo(f"  monitoring ({monitoring.get('checked_at')}): {verdict}")
+        for reason in monitoring.get("reasons", []):
+            click.echo(f"    - {reason}")
+
+
+@model.command("rollback")
+@click.option("--tenant", required=True, help="Tenant id.")
+@click.option("--kind", type=click.Choice(_KINDS), required=True)
+@_config_errors_are_one_line
+def model_rollback(tenant: str, kind: str) -> None:
+    """Make the previously current model version current again."""
+    from core.services import configure
+    from scoring.registry import ModelRegistry
+
+    try:
+        version = ModelRegistry(configure(Config.from_env()).store).rollback(tenant, kind)
+    except LookupError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    click.echo(f"{tenant} {kind}: {version} is current again")

@@ -361,10 +361,23 @@ class EmbeddedQueue:
         return {"backend": "embedded", "jobs": counts}
 
     def drain(self, timeout_s: float = 60.0) -> bool:
-        """Wait until no job is queued, scheduled or running; False on timeout."""
+        """Wait until no job is queued or running, and none is scheduled to run within the wait.
+
+        Jobs scheduled past the deadline (the next periodic sweep, say) do not hold this up.
+
+        Returns:
+            False when the timeout passed first.
+        """
         deadline = time.monotonic() + timeout_s
+        wall_deadline = time.time() + timeout_s
+
+        def busy(job: _EmbeddedJob) -> bool:
+            if job.status == "scheduled":
+                return job.not_before <= wall_deadline
+            return job.status in {"queued", "started"}
+
         with self._cond:
-            while any(j.status in {"queued", "scheduled", "started"} for j in self._jobs.values()):
+            while any(busy(j) for j in self._jobs.values()):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

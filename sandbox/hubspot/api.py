@@ -547,6 +547,22 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
         schema_scope(object_type, "read")
         return json_response(registry.get_group(object_type, name))
 
+    @app.patch("/crm/v3/properties/<object_type>/groups/<name>")
+    def groups_update(object_type: str, name: str) -> Response:
+        object_type = object_type_of(object_type)
+        schema_scope(object_type, "write")
+        body = body_json()
+        if not isinstance(body, dict):
+            raise validation_error("Invalid input JSON: the body must be an object")
+        return json_response(registry.update_group(object_type, name, body))
+
+    @app.delete("/crm/v3/properties/<object_type>/groups/<name>")
+    def groups_archive(object_type: str, name: str) -> Response:
+        object_type = object_type_of(object_type)
+        schema_scope(object_type, "write")
+        registry.archive_group(object_type, name)
+        return Response(status=204)
+
     # -- owners -------------------------------------------------------------------------------
 
     @app.get("/crm/v3/owners/")

@@ -566,6 +566,31 @@ class PropertyRegistry:
             raise HubSpotError(404, "OBJECT_NOT_FOUND", f"Unable to find property group {name}")
         return group
 
+    def update_group(self, object_type: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Apply a ``PropertyGroupUpdate`` body (label, displayOrder) to a live group."""
+        with self._lock:
+            group = self.get_group(object_type, name)
+            if body.get("label"):
+                group["label"] = str(body["label"])
+            if body.get("displayOrder") is not None:
+                group["displayOrder"] = int(body["displayOrder"])
+            self._store.set_meta(f"groups:{object_type}", self._groups[object_type])
+            return group
+
+    def archive_group(self, object_type: str, name: str) -> None:
+        """Archive an empty custom group; HubSpot's 400 while live properties are still in it."""
+        with self._lock:
+            group = self.get_group(object_type, name)
+            if name == _DEFAULTS[object_type][0]:
+                raise validation_error(f"Property group {name} is HubSpot-defined")
+            inside = sorted(p["name"] for p in self.all(object_type) if p["groupName"] == name)
+            if inside:
+                raise validation_error(
+                    f"Property group {name} still holds properties: {', '.join(inside)}"
+                )
+            group["archived"] = True
+            self._store.set_meta(f"groups:{object_type}", self._groups[object_type])
+
     def register_many(self, object_type: str, bodies: list[dict[str, Any]]) -> None:
         """Create custom properties (and their groups) that do not exist yet; used by the loader."""
         for body in bodies:
