@@ -85,16 +85,13 @@ def worker(burst: bool) -> None:
             "FIELDWISE_REDIS_URL is not set: without Redis, jobs run inside `fieldwise serve` "
             "or `fieldwise demo`; separate workers need a shared Redis"
         )
-    from rq import Worker
-
     from core import queue as job_queue
     from core.services import configure
 
     redis_queue = configure(config).queue
     assert isinstance(redis_queue, job_queue.RedisQueue)
-    Worker(redis_queue.queues(), connection=redis_queue.connection).work(
-        burst=burst, with_scheduler=True
-    )
+    # The tuned worker notices a killed worker's job within seconds (see RedisQueue.worker).
+    redis_queue.worker().work(burst=burst, with_scheduler=True)
 
 
 @main.command()
@@ -529,3 +526,149 @@ def model_rollback(tenant: str, kind: str) -> None:
     except LookupError as exc:
         raise click.UsageError(str(exc.args[0])) from None
     click.echo(f"{tenant} {kind}: {version} is current again")
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring and routing
+
+
+@main.command()
+@click.option(
+    "--tenant", "tenant_ids", multiple=True, help="Only these tenants (default: all active)."
+)
+@click.option(
+    "--kind",
+    "kinds",
+    type=click.Choice(["lead", "opportunity"]),
+    multiple=True,
+    help="What to score (default: both).",
+)
+@click.option("--all", "score_all", is_flag=True, help="Score every open record.")
+@click.option("--id", "crm_ids", multiple=True, help="Score these records only.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the value each field would get; write and queue nothing."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON line per record instead of text.")
+@_config_errors_are_one_line
+def score(
+    tenant_ids: tuple[str, ...],
+    kinds: tuple[str, ...],
+    score_all: bool,
+    crm_ids: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Score leads and opportunities now, route new leads, and queue the write-back."""
+    if not score_all and not crm_ids:
+        raise click.UsageError("choose --all or name records with --id")
+    from core.services import configure
+    from manifests.loader import load_manifest
+    from scoring.jobs import queue_writeback, score_and_match
+
+    services = configure(Config.from_env())
+    chosen = list(tenant_ids) or [
+        t.tenant_id for t in services.registry.all() if t.status == "active"
+    ]
+    if not chosen:
+        raise click.ClickException("no active tenant to score: install a CRM first")
+    for tenant_id in chosen:
+        tenant = services.registry.get(tenant_id)
+        manifest = load_manifest(tenant.crm)
+        for kind in kinds or ("lead", "opportunity"):
+            ids = list(crm_ids) or None
+            with click.progressbar(
+                length=0, label=f"{tenant_id} {kind}", show_pos=True, file=sys.stderr
+            ) as bar:
+                results = score_and_match(
+                    services, tenant_id, kind, ids, dry_run=dry_run, on_batch=bar.update
+                )
+            objects = manifest.objects_for_entity(kind)
+            for result in results:
+                fields = {}
+                for object_name in objects:
+                    for name, value in result.values().items():
+                        spec = manifest.field_for(object_name, name)
+                        if spec is not None:
+                            fields[f"{object_name}.{spec.api_name}"] = value
+                if as_json:
+                    line = {"tenant_id": tenant_id, "kind": kind, "crm_id": result.crm_id,
+                            "material": result.material, "stale": result.stale, "fields": fields}  # fmt: skip
+                    click.echo(json.dumps(line, default=str))
+                elif dry_run:
+                    click.echo(f"{kind} {result.crm_id}{' (stale)' if result.stale else ''}")
+                    for name, value in fields.items():
+                        shown = str(value).replace("\n", " | ")
+                        click.echo(f"  {name} = {shown}")
+            changed = [r.crm_id for r in results if r.material or r.stale or r.extra.get("routed")]
+            if not dry_run:
+                queue_writeback(services, tenant_id, kind, changed)
+            stale = sum(r.stale for r in results)
+            verb = "would change" if dry_run else "changed"
+            click.echo(
+                f"{tenant_id} {kind}: {len(results)} scored, {len(changed)} {verb}, {stale} stale",
+                err=True,
+            )
+
+
+@main.command()
+@click.option(
+    "--replay",
+    "days",
+    type=click.IntRange(1, 3650),
+    required=True,
+    help="Route the leads of the last DAYS days again with today's rules and compare.",
+)
+@click.option(
+    "--tenant", "tenant_ids", multiple=True, help="Only these tenants (default: all active)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@_config_errors_are_one_line
+def match(days: int, tenant_ids: tuple[str, ...], as_json: bool) -> None:
+    """Replay past leads through the routing rules: load, fairness and expected conversion."""
+    from core.services import configure
+    from scoring.matching import replay
+    from scoring.settings import load_settings
+
+    services = configure(Config.from_env())
+    chosen = list(tenant_ids) or [
+        t.tenant_id for t in services.registry.all() if t.status == "active"
+    ]
+    if not chosen:
+        raise click.ClickException("no active tenant to replay: install a CRM first")
+    for tenant_id in chosen:
+        tenant = services.registry.get(tenant_id)
+        try:
+            report = replay(
+                services.store,
+                tenant_id,
+                days,
+                load_settings(services.registry, tenant_id),
+                integration_user_id=tenant.integration_user_id,
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        if as_json:
+            click.echo(json.dumps(report, default=str))
+            continue
+        fw, hist, fair = report["fieldwise"], report["historical"], report["fairness"]
+        click.echo(f"{tenant_id}: {report['leads']} leads in the last {days} days")
+        click.echo(
+            f"  expected conversions  Fieldwise {fw['expected_conversions']:.1f} "
+            f"vs historical {hist['expected_conversions']:.1f} (x{report['lift']})"
+        )
+        click.echo(
+            f"  shares                max {fair['max_share']:.1%} min {fair['min_share']:.1%} "
+            f"(equal {fair['equal_share']:.1%}, band ±{fair['band']:.0%}): "
+            f"{'within' if fair['within_band'] else 'OUTSIDE'} the band"
+        )
+        over = report["capacity"]["over"]
+        click.echo(
+            f"  capacity              {'all reps within' if not over else 'over: ' + ', '.join(over)}"
+        )
+        click.echo(f"  {'rep':<22}{'assigned':>9}{'share':>8}{'peak/cap':>10}{'historical':>12}")
+        for row in report["reps"]:
+            click.echo(
+                f"  {(row['name'] or row['rep'])[:21]:<22}{row['assigned']:>9}{row['share']:>8.1%}"
+                f"{str(row['peak_open']) + '/' + str(row['capacity']):>10}"
+                f"{row['historical_assigned']:>12}"
+            )

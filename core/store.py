@@ -132,6 +132,68 @@ AUDIT_SCHEMA = pa.schema(
 )
 """Every write Fieldwise attempted: record, field, old and new value, model version, why, outcome."""
 
+MODEL_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("version", pa.string()),
+        pa.field("seq", pa.int64()),
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        pa.field("rule_based", pa.bool_()),
+        pa.field("is_current", pa.bool_()),
+        pa.field("promoted_at", pa.timestamp("us", tz="UTC")),
+        pa.field("metrics_json", pa.string()),
+        pa.field("report_json", pa.string()),
+        pa.field("meta_json", pa.string()),
+        pa.field("holdout_ids_json", pa.string()),
+        pa.field("monitoring_json", pa.string()),
+        pa.field("artifact", pa.binary()),
+    ]
+)
+"""One trained scoring model of a tenant (``scoring.registry`` owns the row shape). The model itself
+is the ``artifact`` column (CatBoost ``cbm`` bytes, or the rule table as JSON), so a store on S3
+holds its models too; ``is_current`` marks the one version per (tenant, kind) that scores."""
+
+# --------------------------------------------------------------------------------------------------
+# Scoring ledgers (``scoring.ledger`` owns the row shapes)
+
+SCORE_LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("crm_id", pa.string()),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+        pa.field("old_score", pa.int64()),
+        pa.field("new_score", pa.int64()),
+        pa.field("old_grade", pa.string()),
+        pa.field("new_grade", pa.string()),
+        pa.field("crossing", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("reasons", pa.string()),
+        pa.field("reasons_json", pa.string()),
+        pa.field("next_step", pa.string()),
+        pa.field("segment", pa.string()),
+        pa.field("stale", pa.bool_()),
+    ]
+)
+"""One material change of a record's score or grade (or the moment its score went stale)."""
+
+ROUTING_LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("tenant_id", pa.string()),
+        pa.field("crm_id", pa.string()),
+        pa.field("suggested_at", pa.timestamp("us", tz="UTC")),
+        pa.field("suggested_owner", pa.string()),
+        pa.field("suggested_owner_name", pa.string()),
+        pa.field("owner_at_suggestion", pa.string()),
+        pa.field("auto_assigned", pa.bool_()),
+        pa.field("manual_owner", pa.bool_()),
+        pa.field("expected_conversion", pa.float64()),
+        pa.field("reason", pa.string()),
+    ]
+)
+"""One owner suggestion for a lead; ``manual_owner`` marks a person's choice Fieldwise kept."""
+
 PERSON_ENTITIES = ("lead", "contact", "user")
 """Entities that are people, found by email or CRM id."""
 PERSON_LINKS = ("lead_id", "contact_id")
@@ -625,6 +687,140 @@ class Store:
         rows = self._system_table("audit", AUDIT_SCHEMA).search().where(where).limit(None)
         entries = rows.to_arrow().to_pylist()
         return sorted(entries, key=lambda r: r["at"], reverse=True)[:limit]
+
+    # ----------------------------------------------------------------------------------------------
+    # Scoring ledgers: append-only system tables, read newest-per-record by ``scoring.ledger``
+
+    def append_score_entries(self, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append score-ledger rows (``SCORE_LEDGER_SCHEMA``); returns how many."""
+        return self._append_rows(tenant_id, "score_ledger", SCORE_LEDGER_SCHEMA, rows)
+
+    def score_entries(
+        self,
+        tenant_id: str,
+        kind: str,
+        *,
+        crm_ids: Sequence[str] | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """A tenant's score-ledger rows of one kind, oldest first."""
+        where = f"{_tenant_filter(tenant_id)} AND kind = {_sql_literal(kind)}"
+        return self._ledger_rows(
+            "score_ledger", SCORE_LEDGER_SCHEMA, where, "scored_at", crm_ids, since
+        )
+
+    def append_routing_entries(self, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append owner-suggestion rows (``ROUTING_LEDGER_SCHEMA``); returns how many."""
+        return self._append_rows(tenant_id, "routing_ledger", ROUTING_LEDGER_SCHEMA, rows)
+
+    def routing_entries(
+        self,
+        tenant_id: str,
+        *,
+        crm_ids: Sequence[str] | None = None,
+        since: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """A tenant's owner-suggestion rows, oldest first."""
+        where = _tenant_filter(tenant_id)
+        return self._ledger_rows(
+            "routing_ledger", ROUTING_LEDGER_SCHEMA, where, "suggested_at", crm_ids, since
+        )
+
+    def _append_rows(
+        self, tenant_id: str, name: str, schema: pa.Schema, rows: Sequence[Mapping[str, Any]]
+    ) -> int:
+        _require_tenant(tenant_id)
+        if not rows:
+            return 0
+        if any(row.get("tenant_id") != tenant_id for row in rows):
+            raise ValueError(f"{name} rows must all belong to tenant {tenant_id!r}")
+        data = pa.Table.from_pylist([{n: row.get(n) for n in schema.names} for row in rows], schema)
+        self._system_table(name, schema).add(data)
+        return len(rows)
+
+    def _ledger_rows(
+        self,
+        name: str,
+        schema: pa.Schema,
+        where: str,
+        time_column: str,
+        crm_ids: Sequence[str] | None,
+        since: datetime | None,
+    ) -> list[dict[str, Any]]:
+        if name not in _list_tables(self._db):
+            return []
+        if crm_ids is not None:
+            if not crm_ids:
+                return []
+            where += f" AND crm_id IN ({_sql_list(crm_ids)})"
+        if since is not None:
+            where += f" AND {time_column} >= {_sql_literal(since)}"
+        rows = (
+            self._system_table(name, schema).search().where(where).limit(None).to_arrow()
+        ).to_pylist()
+        return sorted(rows, key=lambda r: r[time_column])
+
+    # ----------------------------------------------------------------------------------------------
+    # Model registry (rows shaped by ``scoring.registry``)
+
+    def put_model(self, tenant_id: str, row: Mapping[str, Any]) -> None:
+        """Insert or replace one model version (keyed by tenant, kind and version)."""
+        _require_tenant(tenant_id)
+        data = {n: row.get(n) for n in MODEL_SCHEMA.names} | {"tenant_id": tenant_id}
+        (
+            self._system_table("models", MODEL_SCHEMA)
+            .merge_insert(["tenant_id", "kind", "version"])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(pa.Table.from_pylist([data], MODEL_SCHEMA))
+        )
+
+    def get_models(
+        self, tenant_id: str, kind: str, *, version: str | None = None, artifacts: bool = False
+    ) -> list[dict[str, Any]]:
+        """A tenant's model versions of one kind, oldest first; ``artifact`` only when asked."""
+        _require_tenant(tenant_id)
+        if "models" not in _list_tables(self._db):
+            return []
+        where = f"{_tenant_filter(tenant_id)} AND kind = {_sql_literal(kind)}"
+        if version is not None:
+            where += f" AND version = {_sql_literal(version)}"
+        names = [n for n in MODEL_SCHEMA.names if artifacts or n != "artifact"]
+        query = self._system_table("models", MODEL_SCHEMA).search().where(where).select(names)
+        rows = query.limit(None).to_arrow().to_pylist()
+        return sorted(rows, key=lambda r: r["seq"])
+
+    def set_current_model(self, tenant_id: str, kind: str, version: str) -> None:
+        """Make ``version`` the one current model of its kind (others stop being current).
+
+        Raises:
+            KeyError: the tenant has no such version.
+        """
+        _require_tenant(tenant_id)
+        if not self.get_models(tenant_id, kind, version=version):
+            raise KeyError(f"{tenant_id} has no {kind} model {version!r}")
+        table = self._system_table("models", MODEL_SCHEMA)
+        scope = f"{_tenant_filter(tenant_id)} AND kind = {_sql_literal(kind)}"
+        table.update(where=f"{scope} AND version != {_sql_literal(version)}",
+                     values={"is_current": False})  # fmt: skip
+        table.update(where=f"{scope} AND version = {_sql_literal(version)}",
+                     values={"is_current": True, "promoted_at": datetime.now(UTC)})  # fmt: skip
+
+    def put_model_monitoring(
+        self, tenant_id: str, kind: str, version: str, monitoring: Mapping[str, Any]
+    ) -> None:
+        """Attach the latest drift and decay check to a model version."""
+        _require_tenant(tenant_id)
+        if "models" not in _list_tables(self._db):
+            return
+        where = (
+            f"{_tenant_filter(tenant_id)} AND kind = {_sql_literal(kind)}"
+            f" AND version = {_sql_literal(version)}"
+        )
+        text = json.dumps(dict(monitoring), sort_keys=True, default=str)
+        self._system_table("models", MODEL_SCHEMA).update(
+            where=where, values={"monitoring_json": text}
+        )
 
     # ----------------------------------------------------------------------------------------------
     # Erasure

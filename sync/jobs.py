@@ -32,7 +32,7 @@ long transaction can commit a change stamped earlier than a sweep that already r
 T = TypeVar("T")
 
 
-def _for_tenant(
+def run_for_tenant(
     func: str, tenant_id: str, args: tuple[Any, ...], work: Callable[[Services, Connector], T]
 ) -> T | None:
     """Run ``work`` for an active tenant; park it when the tenant needs re-authorisation."""
@@ -118,9 +118,14 @@ def backfill_stream(tenant_id: str, entity: str) -> dict[str, Any] | None:
         progress = run_backfill(services, connector, tenant_id, entity, BACKFILL_SLICE_S)
         if not progress["done"]:
             services.queue.enqueue("sync.jobs.backfill_stream", tenant_id, entity, queue="low")
+        elif _backfill_complete(services.store, tenant_id):
+            services.queue.enqueue(
+                "sync.jobs.after_backfill", tenant_id, job_id=f"after-backfill:{tenant_id}",
+                queue="default",
+            )  # fmt: skip
         return progress
 
-    return _for_tenant("sync.jobs.backfill_stream", tenant_id, (tenant_id, entity), work)
+    return run_for_tenant("sync.jobs.backfill_stream", tenant_id, (tenant_id, entity), work)
 
 
 def run_backfill(
@@ -171,6 +176,27 @@ def run_backfill(
     return {"entity": entity, "records": total, "done": True}
 
 
+def _backfill_complete(store: Store, tenant_id: str) -> bool:
+    progress = backfill_progress(store, tenant_id)
+    return all(progress.get(entity, {}).get("done") for entity in BACKFILL_ENTITIES)
+
+
+def after_backfill(tenant_id: str) -> dict[str, Any]:
+    """Once a tenant's history is in: train both models, then score every open record."""
+    from scoring.training import train_job
+
+    services = current()
+    reports = {}
+    for kind in ("lead", "opportunity"):
+        report = train_job(tenant_id, kind)
+        reports[kind] = {k: report.get(k) for k in ("model_version", "promoted", "auc")}
+        services.queue.enqueue(
+            "scoring.jobs.score_all", tenant_id, kind, job_id=f"score-all:{tenant_id}:{kind}",
+            queue="default",
+        )  # fmt: skip
+    return reports
+
+
 def backfill_progress(store: Store, tenant_id: str) -> dict[str, dict[str, Any]]:
     """Per entity: records copied so far and whether the backfill is done."""
     progress = {}
@@ -216,16 +242,23 @@ def fetch_changes(tenant_id: str, object_name: str) -> dict[str, Any] | None:
         ids = services.events.claim_pending(scope)
         entity = _entity(connector.crm, object_name)
         stored = 0
+        found: list[str] = []
         for start in range(0, len(ids), FETCH_CHUNK):
             chunk = ids[start : start + FETCH_CHUNK]
             records = connector.fetch(entity, chunk)
             if records:
                 result = services.store.upsert(tenant_id, entity, records)
                 stored += result.inserted + result.updated
+                found.extend(r["crm_id"] for r in records)
             services.events.done_pending(scope, chunk)
+        if stored:
+            # Scoring decides what changed materially; unchanged results cost no write.
+            services.queue.enqueue(
+                "scoring.jobs.score_changed", tenant_id, entity, found, queue="default"
+            )
         return {"object": object_name, "ids": len(ids), "stored": stored}
 
-    return _for_tenant("sync.jobs.fetch_changes", tenant_id, (tenant_id, object_name), work)
+    return run_for_tenant("sync.jobs.fetch_changes", tenant_id, (tenant_id, object_name), work)
 
 
 def delete_records(tenant_id: str, object_name: str, crm_ids: list[str]) -> dict[str, int]:
@@ -278,7 +311,7 @@ def refetch_object(tenant_id: str, object_name: str) -> dict[str, Any] | None:
                 stored += result.inserted + result.updated
         return {"object": object_name, "stored": stored}
 
-    return _for_tenant("sync.jobs.refetch_object", tenant_id, (tenant_id, object_name), work)
+    return run_for_tenant("sync.jobs.refetch_object", tenant_id, (tenant_id, object_name), work)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,7 +358,7 @@ def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
         return summary
 
     try:
-        return _for_tenant("sync.jobs.reconcile_tenant", tenant_id, (tenant_id,), work)
+        return run_for_tenant("sync.jobs.reconcile_tenant", tenant_id, (tenant_id,), work)
     finally:
         if reschedule and current().registry.get(tenant_id).status == "active":
             schedule_reconcile(tenant_id)

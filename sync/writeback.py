@@ -26,6 +26,7 @@ from typing import Any, Literal
 from connectors.base import Connector, FatalError, RetriableError, WriteResult
 from core.services import Services
 from manifests.loader import FieldSpec, load_manifest
+from sync.jobs import run_for_tenant
 
 log = logging.getLogger(__name__)
 
@@ -279,3 +280,37 @@ def describe_plan(plan: WritePlan) -> list[dict[str, Any]]:
         for w in plan.writes
     ]
 
+
+def write_results(tenant_id: str, kind: str, crm_ids: list[str]) -> dict[str, Any] | None:
+    """Write the current scoring results of some records to their CRM fields (an rq job).
+
+    Reads what scoring concluded (the score ledger and routing suggestions), diffs it against the
+    write ledger and writes only what changed. A tenant that needs re-authorisation parks the job.
+    """
+    from scoring.predict import latest_results
+
+    def work(services: Services, connector: Connector) -> dict[str, Any]:
+        results = latest_results(services.store, tenant_id, kind, crm_ids)
+        values = {crm_id: result.values() for crm_id, result in results.items()}
+        plan = plan_writes(services, tenant_id, kind, values, policy=_policy(services, tenant_id))
+        summary = WriteSummary()
+        if plan.writes:
+            versions = sorted({r.model_version for r in results.values()})
+            summary = apply_writes(
+                services,
+                connector,
+                plan,
+                model_version=", ".join(versions),
+                reasons={crm_id: r.reasons for crm_id, r in results.items()},
+            )
+        return {
+            "records": len(results),
+            "fields_written": summary.written,
+            "unchanged": plan.unchanged,
+            "kept_human_edits": len(plan.kept_human_edits),
+            "failed": summary.failed,
+        }
+
+    return run_for_tenant(
+        "sync.writeback.write_results", tenant_id, (tenant_id, kind, crm_ids), work
+    )

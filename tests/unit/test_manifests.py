@@ -197,7 +197,7 @@ def test_picklists_have_values_and_every_field_has_help_text_and_label(crm: str)
                 assert spec.values
     for spec in grade_fields:
         assert spec is not None
-        assert [v.value for v in spec.values] == ["A", "B", "C", "D"]
+        assert [v.value for v in spec.values] == ["Hot", "Warm", "Cold"]
 
 
 def test_salesforce_field_types_carry_their_parameters() -> None:

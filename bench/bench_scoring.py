@@ -1,0 +1,132 @@
+"""Train the lead and opportunity models on the sandbox history and print what they achieve.
+
+Run: ``python bench/bench_scoring.py [--leads 5000] [--seed 7] [--task-type auto|CPU|GPU]``.
+
+It generates a history, loads it into a temporary store as canonical records (the fast path of
+``sandbox/canonical.py``; notes get a hashing stand-in embedding because this bench measures
+scoring, not embeddings), trains both models as of the history's "now", and prints:
+
+* holdout AUC beside the best achievable AUC from the generator's true probabilities, as a ratio
+  (the acceptance bar: at least 0.95 for leads), and beside the true probabilities' AUC on the same
+  holdout rows;
+* expected calibration error (bar: under 0.05 for leads), Brier score, training time and device;
+* batch scoring throughput: calibrated probabilities plus per-feature contributions (SHAP) against
+  CatBoost's bare ``predict`` on the same matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from core.embeddings import DIMENSION
+from core.store import Store
+from sandbox.canonical import load_history_into_store
+from sandbox.history import best_achievable_auc, generate
+from scoring.calibration import roc_auc
+from scoring.features import build_features
+from scoring.registry import CatBoostModel, ModelRegistry
+from scoring.training import train
+
+TENANT = "bench"
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words vectors: fast and dependency-free, for benchmarks only."""
+
+    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+                out[row, int.from_bytes(digest, "little") % DIMENSION] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.clip(norms, 1e-9, None)
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leads", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--task-type", default="auto", choices=["auto", "CPU", "GPU"])
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    history = generate(seed=args.seed, n_leads=args.leads)
+    store = Store(tempfile.mkdtemp(prefix="fieldwise-bench-") + "/lancedb",
+                  embedder=HashingEmbedder())  # type: ignore[arg-type]  # fmt: skip
+    load_history_into_store(store, history, TENANT)
+    print(f"history: {args.leads} leads, seed {args.seed}, loaded in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+
+    ok = True
+    truth = {
+        "lead": {x.key: x.true_probability for x in history.leads},
+        "opportunity": {x.key: x.true_probability for x in history.opportunities},
+    }
+    for kind, name in (("lead", "leads"), ("opportunity", "opportunities")):
+        t0 = time.perf_counter()
+        report = train(store, TENANT, kind, task_type=args.task_type, as_of=history.now)
+        elapsed = time.perf_counter() - t0
+        best = best_achievable_auc(history, name)  # type: ignore[arg-type]
+        auc = report["auc"] or float("nan")
+        hold_ids = json_holdout(store, kind)
+        frame = build_features(store, TENANT, kind, crm_ids=hold_ids, as_of=history.now,
+                               for_training=True)  # fmt: skip
+        labels = frame.labels.to_numpy() if frame.labels is not None else np.zeros(0)
+        same = roc_auc([truth[kind][i] for i in frame.frame.index], labels)
+        label = "RULE-BASED " if report["rule_based"] else ""
+        print(f"\n{kind}: {label}{report['model_version']} on {report['task_type']} "
+              f"({report['task_type_note']}), trained in {elapsed:.1f} s")  # fmt: skip
+        print(f"  holdout AUC {auc:.4f} | best achievable {best:.4f} | ratio {auc / best:.3f}")
+        print(f"  true probabilities on the same holdout: AUC {same:.4f} | ratio {auc / same:.3f}")
+        print(f"  ECE {report['ece']:.4f} | Brier {report['brier']:.4f} | PR-AUC "
+              f"{report['pr_auc']:.4f} | lift top 20% {report['lift_top20']:.2f} | "
+              f"n_train {report['n_train']} n_holdout {report['n_holdout']}")  # fmt: skip
+        if kind == "lead":
+            auc_ok = auc >= 0.95 * best
+            ece_ok = report["ece"] is not None and report["ece"] < 0.05
+            print(f"  {'PASS' if auc_ok else 'FAIL'}: lead AUC >= 0.95 x best "
+                  f"({auc:.4f} vs {0.95 * best:.4f})")  # fmt: skip
+            print(f"  {'PASS' if ece_ok else 'FAIL'}: lead ECE < 0.05 ({report['ece']:.4f})")
+            ok = ok and auc_ok and ece_ok
+            throughput(store, history.now)
+    return 0 if ok else 1
+
+
+def json_holdout(store: Store, kind: str) -> list[str]:
+    import json
+
+    rows = [r for r in store.get_models(TENANT, kind) if r["is_current"]]
+    return list(json.loads(rows[-1]["holdout_ids_json"])) if rows else []
+
+
+def throughput(store: Store, now: object) -> None:
+    model = ModelRegistry(store).current(TENANT, "lead")
+    if not isinstance(model, CatBoostModel):
+        print("  throughput: skipped (rule-based model)")
+        return
+    frame = build_features(store, TENANT, "lead", as_of=now)  # type: ignore[arg-type]
+    n = len(frame.frame)
+    t0 = time.perf_counter()
+    model.predict_proba(frame)
+    model.contributions(frame)
+    full = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    model.model.predict(model.pool(frame), prediction_type="Probability")
+    bare = time.perf_counter() - t0
+    print(f"  scoring {n} leads: with contributions {n / full:,.0f} leads/s | bare predict "
+          f"{n / bare:,.0f} leads/s | contributions cost {full / bare:.1f}x the bare predict")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,623 @@
+"""Reasons a rep can read: the strongest SHAP drivers of a score, in words, with their evidence.
+
+CatBoost's SHAP values say how much each feature moved one record's log-odds. The few largest
+positive and negative ones become short sentences ("Clicked 5 emails", "No engagement in 62
+days"). Where the feature came from a note or an activity (``FeatureFrame.evidence``), the sentence
+cites it: "Competitor Vantora mentioned (call on 3 Oct, ref 00T...)". A next step is then derived
+from the grade and those reasons. A rule-based score says so first, with the data it was missing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+
+from core.store import Store
+
+MIN_CONTRIBUTION = 0.02
+"""Drivers smaller than this (in log-odds) are noise, not reasons."""
+REASONS_MAX_CHARS = 1000
+"""Longest reasons text written to a record (the HubSpot textarea shows about this much at once)."""
+NEXT_STEP_MAX_CHARS = 255
+"""The next-step field is a 255-character text field in both CRMs."""
+TOP_POSITIVE, TOP_NEGATIVE = 3, 2
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A note or activity that drove a feature."""
+
+    id: str
+    kind: str
+    """``note``, ``call``, ``email``, ``meeting`` or ``task``."""
+    at: datetime | None = None
+    title: str | None = None
+    mentions: tuple[str, ...] = ()
+    """Competitor names the note or activity text names."""
+
+    def citation(self) -> str:
+        """``call on 3 Oct 2026, ref 00T...``."""
+        when = f" on {_day(self.at)}" if self.at is not None else ""
+        return f"{self.kind}{when}, ref {self.id}"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One driver of a score."""
+
+    feature: str
+    value: Any
+    contribution: float
+    """SHAP value in log-odds: positive raised the score."""
+    text: str
+    """The sentence without the citation."""
+    evidence: tuple[Evidence, ...] = ()
+    evidence_ids: tuple[str, ...] = ()
+    """Every id the feature named, including ones no longer in the store."""
+
+    @property
+    def positive(self) -> bool:
+        """Whether this driver raised the score."""
+        return self.contribution > 0
+
+    def sentence(self) -> str:
+        """The sentence with its citation (the newest evidence; a count of the rest)."""
+        if self.evidence:
+            newest = self.evidence[0]
+            more = len(self.evidence_ids) - 1
+            extra = f"; {more} more" if more > 0 else ""
+            return f"{self.text} ({newest.citation()}{extra})"
+        if self.evidence_ids:
+            more = len(self.evidence_ids) - 1
+            extra = f" and {more} more" if more > 0 else ""
+            return f"{self.text} (ref {self.evidence_ids[0]}{extra})"
+        return self.text
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready detail for the ledger and the widgets."""
+        return {
+            "feature": self.feature,
+            "value": _plain(self.value),
+            "contribution": round(self.contribution, 4),
+            "direction": "+" if self.positive else "-",
+            "text": self.sentence(),
+            "evidence": [
+                {"id": e.id, "kind": e.kind, "at": e.at.isoformat() if e.at else None}
+                for e in self.evidence
+            ],
+            "evidence_ids": list(self.evidence_ids),
+        }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A record's reasons, ready for its fields."""
+
+    positive: tuple[Reason, ...]
+    negative: tuple[Reason, ...]
+    preface: str | None = None
+    """Said before the reasons (a rule-based score's disclosure)."""
+    detail: list[dict[str, Any]] = field(default_factory=list)
+
+    def text(self) -> str:
+        """One line per reason, strongest first, ``+`` raising and ``-`` lowering the score."""
+        lines = [self.preface] if self.preface else []
+        lines += [f"+ {r.sentence()}" for r in self.positive]
+        lines += [f"- {r.sentence()}" for r in self.negative]
+        if not self.positive and not self.negative:
+            lines.append("No single factor stands out: the score is close to your usual rate")
+        return _clip("\n".join(lines), REASONS_MAX_CHARS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Feature names to sentences
+
+
+Phrase = Callable[[Any, bool], str]
+"""(value, raised the score) -> sentence."""
+
+
+def _count(singular: str, plural: str | None = None) -> Phrase:
+    def phrase(value: Any, positive: bool) -> str:
+        n = _number(value)
+        if n is None:
+            return f"{plural or singular + 's'}: unknown"
+        k = round(n)
+        noun = singular if k == 1 else (plural or singular + "s")
+        return f"{noun[0].upper()}{noun[1:]}: {k}" if k == 0 else f"{k} {noun}"
+
+    return phrase
+
+
+def _engaged(verb: str, noun: str) -> Phrase:
+    def phrase(value: Any, positive: bool) -> str:
+        n = _number(value)
+        if n is None or n <= 0:
+            return f"Has not {verb} any {noun}s"
+        k = round(n)
+        sentence = f"{verb} {k} {noun}{'' if k == 1 else 's'}"
+        return f"Only {sentence}" if not positive else sentence[0].upper() + sentence[1:]
+
+    return phrase
+
+
+def _days_since(what: str) -> Phrase:
+    def phrase(value: Any, positive: bool) -> str:
+        n = _number(value)
+        if n is None:
+            return f"No {what} on record"
+        k = round(n)
+        if positive or k <= 14:
+            return f"Last {what} {k} day{'' if k == 1 else 's'} ago"
+        return f"No {what} in {k} days"
+
+    return phrase
+
+
+def _flag(yes: str, no: str) -> Phrase:
+    def phrase(value: Any, positive: bool) -> str:
+        return yes if _truthy(value) else no
+
+    return phrase
+
+
+def _labelled(label: str) -> Phrase:
+    def phrase(value: Any, positive: bool) -> str:
+        return f"{label}: {_show(value)}"
+
+    return phrase
+
+
+def _noted(yes: str, no: str) -> Phrase:
+    """A note signal: the value counts the notes that show it."""
+
+    def phrase(value: Any, positive: bool) -> str:
+        n = _number(value)
+        return yes if n is not None and n > 0 else no
+
+    return phrase
+
+
+def _tally(noun: str, plural: str, none: str) -> Phrase:
+    def phrase(value: Any, positive: bool) -> str:
+        n = _number(value)
+        if n is None or n <= 0:
+            return none
+        k = round(n)
+        return f"{k} {noun if k == 1 else plural}"
+
+    return phrase
+
+
+def _touches(value: Any, positive: bool) -> str:
+    n = _number(value)
+    if n is None or n <= 0:
+        return "No marketing engagement"
+    k = round(n)
+    sentence = f"{k} marketing touch{'' if k == 1 else 'es'}"
+    return sentence if positive else f"Only {sentence}"
+
+
+def _rate(value: Any, positive: bool) -> str:
+    n = _number(value)
+    if n is None:
+        return "No emails opened yet"
+    return f"Clicked {round(100 * n)}% of the emails they opened"
+
+
+def _sentiment(value: Any, positive: bool) -> str:
+    n = _number(value)
+    if n is None:
+        return "No notes to read the mood from"
+    if n > 0.1:
+        return "Notes sound positive"
+    if n < -0.1:
+        return "Notes sound negative"
+    return "Notes sound neutral"
+
+
+def _competitor_set(value: Any, positive: bool) -> str:
+    if not _present(value) or str(value).lower() == "none":
+        return "No competitor on the deal"
+    return "Competing against " + ", ".join(str(value).split(";"))
+
+
+def _amount_fit(value: Any, positive: bool) -> str:
+    if _number(value) is None:
+        return "Amount not set"
+    return (
+        "Amount fits the company's size" if positive else "Amount is unusual for the company's size"
+    )
+
+
+def _seniority(value: Any, positive: bool) -> str:
+    levels = {"c-level": "C-level", "vp": "VP", "individual": "individual contributor"}
+    if not _present(value):
+        return "Seniority not known"
+    return f"Seniority: {levels.get(str(value), str(value))}"
+
+
+def _interest(value: Any, positive: bool) -> str:
+    return f"Interested in {value}" if _present(value) else "No product interest recorded"
+
+
+COMPETITOR_FEATURES = frozenset({"competitor_mentions", "competitor_named", "competitive"})
+"""Note features whose sentence names the competitor found in the cited notes."""
+
+PHRASES: tuple[tuple[str, Phrase], ...] = (
+    # Order matters: the first pattern that matches a feature name wins. The names are those
+    # ``scoring.features`` builds; anything else reads as ``Name: value``.
+    (r"^days_since_engaged$|recency", _days_since("engagement")),
+    (r"^days_since_activity$", _days_since("activity")),
+    (r"^days_open$", _count("day open", "days open")),
+    (r"^click_rate$", _rate),
+    (r"^engagement_total$", _touches),
+    (r"email_clicks", _engaged("clicked", "email")),
+    (r"email_opens", _engaged("opened", "email")),
+    (r"page_visits", _engaged("visited", "web page")),
+    (r"form_fills", _engaged("filled in", "form")),
+    (
+        r"email_personal_domain",
+        _flag("Uses a personal email address", "Uses a company email address"),
+    ),
+    (r"owner_territory_match", _flag("Owner covers their region", "Owner is outside their region")),
+    (
+        r"owner_custom_overlap",
+        _tally(
+            "match with the owner's expertise",
+            "matches with the owner's expertise",
+            "Owner's expertise does not match their interests",
+        ),
+    ),
+    (r"^signal_budget$", _noted("Budget approved in notes", "No budget confirmation in notes")),
+    (r"^signal_champion$", _noted("A champion is pushing for us", "No champion identified")),
+    (r"^signal_timeline$", _noted("A buying timeline is set", "No buying timeline in notes")),
+    (r"^signal_legal$", _noted("Legal or contract review under way", "No legal review yet")),
+    (r"^signal_pilot$", _noted("Pilot requested", "No pilot discussed")),
+    (r"^objection_price$", _noted("Pushback on price", "No pushback on price")),
+    (r"^objection_security$", _noted("Security review raised", "No security concerns")),
+    (r"^objection_integration$", _noted("Integration effort raised", "No integration concerns")),
+    (r"^objection_timing$", _noted("Timing concerns raised", "No timing concerns")),
+    (r"^objection_incumbent$", _noted("Tied to an incumbent tool", "Not tied to an incumbent")),
+    (r"^budget_missing$", _noted("Budget unclear or missing", "No budget concerns in notes")),
+    (
+        r"^buying_signals$",
+        _tally("buying signal in notes", "buying signals in notes", "No buying signals in notes"),
+    ),
+    (
+        r"^objections$",
+        _tally("objection in notes", "objections in notes", "No objections in notes"),
+    ),
+    (
+        r"^(competitor_mentions|competitor_named|competitive)$",
+        _noted("Competitor mentioned", "No competitor mentioned"),
+    ),
+    (
+        r"^n_competitors$",
+        _tally("competitor on the deal", "competitors on the deal", "No competitor on the deal"),
+    ),
+    (r"^competitor_set$", _competitor_set),
+    (r"^sentiment", _sentiment),
+    (r"^n_calls$", _tally("call logged", "calls logged", "No calls logged")),
+    (r"^n_emails$", _tally("email logged", "emails logged", "No emails logged")),
+    (r"^n_meetings$", _tally("meeting held", "meetings held", "No meetings held")),
+    (r"^n_tasks$", _tally("task logged", "tasks logged", "No tasks logged")),
+    (
+        r"^n_inbound$",
+        _tally("inbound reply or call", "inbound replies or calls", "No inbound replies or calls"),
+    ),
+    (r"^n_activities$", _tally("activity logged", "activities logged", "No activities logged")),
+    (r"^activities_per_30d$", _labelled("Activities a month")),
+    (r"^n_notes$", _tally("note", "notes", "No notes")),
+    (r"^title_level$", _seniority),
+    (r"budget", _flag("Budget confirmed", "Budget not confirmed")),
+    (r"product_?interest", _interest),
+    (r"log_amount_per_employee", _amount_fit),
+    (r"tech_?stack", _labelled("Current tools")),
+    (r"employees_?band", _labelled("Company size")),
+    (r"^title$", _labelled("Title")),
+    (r"source", _labelled("Source")),
+    (r"^industry$", _labelled("Industry")),
+    (r"^employees$", _labelled("Employees")),
+    (r"^annual_revenue$", _labelled("Annual revenue")),
+    (r"^amount$", _labelled("Amount")),
+    (r"^country$", _labelled("Country")),
+    (r"^region$", _labelled("Region")),
+)
+_COMPILED = tuple((re.compile(pattern, re.IGNORECASE), phrase) for pattern, phrase in PHRASES)
+
+
+def phrase_for(feature: str, value: Any, positive: bool) -> str:
+    """The sentence for a feature's value; unknown features read as ``Name: value``."""
+    for pattern, phrase in _COMPILED:
+        if pattern.search(feature):
+            return phrase(value, positive)
+    return _labelled(_humanise(feature))(value, positive)
+
+
+# --------------------------------------------------------------------------------------------------
+# Explaining a batch
+
+
+def explain_batch(
+    contributions: pd.DataFrame,
+    frame: pd.DataFrame,
+    evidence: Mapping[str, Mapping[str, Sequence[str]]],
+    *,
+    store: Store | None = None,
+    tenant_id: str | None = None,
+    preface: str | None = None,
+    competitors: Sequence[str] = (),
+    top_positive: int = TOP_POSITIVE,
+    top_negative: int = TOP_NEGATIVE,
+) -> dict[str, Explanation]:
+    """Reasons for every record of a batch, with evidence looked up in one read per table.
+
+    Args:
+        contributions: SHAP values, index crm_id, one column per feature (other columns, such as
+            an expected-value column, are ignored).
+        frame: the feature values the model saw, index crm_id.
+        evidence: crm_id -> feature -> ids of the notes and activities behind it.
+        store: where to look the evidence up (dates and kinds); None cites ids only.
+        tenant_id: the tenant, needed with ``store``.
+        preface: a first line for every record (rule-based disclosure).
+        competitors: competitor names to look for in cited notes and activities, so a competitor
+            reason can name the one that was mentioned.
+        top_positive: at most this many positive reasons.
+        top_negative: at most this many negative reasons.
+    """
+    columns = [c for c in contributions.columns if c in frame.columns]
+    picked: dict[str, tuple[list[tuple[str, float]], list[tuple[str, float]]]] = {}
+    wanted: set[str] = set()
+    values = contributions[columns]
+    for crm_id, row in values.iterrows():
+        ranked = sorted(
+            ((name, float(v)) for name, v in row.items() if math.isfinite(float(v))),
+            key=lambda item: -abs(item[1]),
+        )
+        ups = [(n, v) for n, v in ranked if v >= MIN_CONTRIBUTION][:top_positive]
+        downs = [(n, v) for n, v in ranked if v <= -MIN_CONTRIBUTION][:top_negative]
+        key = str(crm_id)
+        picked[key] = (ups, downs)
+        cited = evidence.get(key, {})
+        for name, _ in ups + downs:
+            wanted.update(cited.get(name, ()))
+    found = (
+        _lookup_evidence(store, tenant_id, sorted(wanted), competitors)
+        if store is not None and tenant_id
+        else {}
+    )
+    explained = {}
+    for crm_id, (ups, downs) in picked.items():
+        cited = evidence.get(crm_id, {})
+        positive = tuple(_reason(n, v, crm_id, frame, cited, found) for n, v in ups)
+        negative = tuple(_reason(n, v, crm_id, frame, cited, found) for n, v in downs)
+        detail = [r.as_dict() for r in positive + negative]
+        explained[crm_id] = Explanation(positive, negative, preface, detail)
+    return explained
+
+
+def _reason(
+    name: str,
+    contribution: float,
+    crm_id: str,
+    frame: pd.DataFrame,
+    cited: Mapping[str, Sequence[str]],
+    found: Mapping[str, Evidence],
+) -> Reason:
+    value = frame.at[crm_id, name] if crm_id in frame.index else None
+    ids = tuple(dict.fromkeys(cited.get(name, ())))
+    refs = sorted(
+        (found[i] for i in ids if i in found),
+        key=lambda e: e.at.timestamp() if e.at is not None else float("-inf"),
+        reverse=True,
+    )
+    text = phrase_for(name, value, contribution > 0)
+    named = sorted({m for e in refs for m in e.mentions})
+    if name in COMPETITOR_FEATURES and named:
+        text = f"Competitor {_join(named)} mentioned"
+    return Reason(
+        feature=name,
+        value=value,
+        contribution=contribution,
+        text=text,
+        evidence=tuple(refs),
+        evidence_ids=ids,
+    )
+
+
+def _lookup_evidence(
+    store: Store, tenant_id: str, ids: Sequence[str], competitors: Sequence[str]
+) -> dict[str, Evidence]:
+    found: dict[str, Evidence] = {}
+    names = [c for c in competitors if c]
+    pattern = (
+        re.compile(r"\b(" + "|".join(re.escape(c) for c in names) + r")\b", re.IGNORECASE)
+        if names
+        else None
+    )
+    canonical = {c.lower(): c for c in names}
+
+    def mentions(*texts: str | None) -> tuple[str, ...]:
+        if pattern is None:
+            return ()
+        hits = {canonical[m.lower()] for t in texts if t for m in pattern.findall(t)}
+        return tuple(sorted(hits))
+
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        for row in store.query(
+            tenant_id,
+            "activity",
+            filters={"crm_id": chunk},
+            columns=["crm_id", "type", "subject", "body", "occurred_at"],
+        ):
+            found[row["crm_id"]] = Evidence(
+                row["crm_id"],
+                row["type"] or "activity",
+                row["occurred_at"],
+                row["subject"],
+                mentions(row["subject"], row["body"]),
+            )
+        for row in store.query(
+            tenant_id,
+            "note",
+            filters={"crm_id": chunk},
+            columns=["crm_id", "title", "body", "created_at", "updated_at"],
+        ):
+            found[row["crm_id"]] = Evidence(
+                row["crm_id"],
+                "note",
+                row["created_at"] or row["updated_at"],
+                row["title"],
+                mentions(row["title"], row["body"]),
+            )
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Rule-based disclosure and next steps
+
+
+def rule_based_preface(report: Mapping[str, Any] | None) -> str:
+    """The first line of a rule-based score's reasons, naming the data the model lacked.
+
+    Reads the failed requirements of the training report's ``sufficiency`` section (each with
+    ``needed``, ``have`` and a ``description``), else a top-level ``needed``/``have`` pair.
+    """
+    report = report or {}
+    sufficiency = report.get("sufficiency") or {}
+    requirements = [
+        r for r in sufficiency.get("requirements", []) if isinstance(r, Mapping) and not r.get("ok")
+    ]
+    if not requirements and "needed" in report and "have" in report:
+        requirements = [{"needed": report["needed"], "have": report["have"], "description": ""}]
+    needs = []
+    for req in requirements[:2]:
+        what = re.sub(r"\s*\(.*?\)", "", str(req.get("description") or "records")).strip()
+        needs.append(f"needs {int(req['needed']):,} {what}, has {int(req['have']):,}")
+    if needs:
+        return f"Rule-based score (not enough history for a model: {'; '.join(needs)})"
+    return "Rule-based score (not enough history for a model yet)"
+
+
+def next_step(
+    grade: str,
+    grades: Sequence[str],
+    explanation: Explanation | None,
+    kind: str = "lead",
+) -> str:
+    """The single most useful next action, from the grade and the reasons behind it.
+
+    The best band gets an action for today, the worst a nurture or review step, the bands between a
+    follow-up; each names the reasons that justify it.
+    """
+    position = grades.index(grade) if grade in grades else len(grades) - 1
+    ups = [r.text for r in explanation.positive] if explanation else []
+    downs = [r.text for r in explanation.negative] if explanation else []
+    because = _join([_lower_first(t) for t in ups[:2]])
+    against = _lower_first(downs[0]) if downs else ""
+    if kind == "opportunity":
+        if position == 0:
+            step = f"Push to close: {because}" if because else "Push to close this week"
+        elif position == len(grades) - 1:
+            step = f"Review the deal's risks: {against}" if against else "Review the deal's risks"
+        else:
+            step = (
+                f"Book the next meeting; address: {against}"
+                if against
+                else (f"Book the next meeting: {because}" if because else "Book the next meeting")
+            )
+        return _clip(step, NEXT_STEP_MAX_CHARS)
+    if position == 0:
+        step = f"Call today: {because}" if because else "Call today"
+    elif position == len(grades) - 1:
+        step = f"Nurture: {against}" if against else "Nurture with marketing content"
+    elif against:
+        step = f"Follow up this week; watch: {against}"
+    else:
+        step = f"Follow up this week: {because}" if because else "Follow up this week"
+    return _clip(step, NEXT_STEP_MAX_CHARS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _humanise(name: str) -> str:
+    cleaned = re.sub(r"__c$", "", name.removeprefix("custom:"))
+    cleaned = re.sub(r"[_\.]+", " ", cleaned).strip()
+    cleaned = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", cleaned)
+    return cleaned[:1].upper() + cleaned[1:].lower() if cleaned else name
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "y"}
+    number = _number(value)
+    return bool(number) if number is not None else False
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return str(value).strip().lower() not in {"", "none", "nan", "missing", "unknown"}
+
+
+def _show(value: Any) -> str:
+    if not _present(value):
+        return "not known"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    number = _number(value) if not isinstance(value, str) else None
+    if number is not None:
+        return f"{number:,.0f}" if abs(number) >= 100 or number == int(number) else f"{number:.2f}"
+    return str(value)
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    number = _number(value)
+    if number is not None:
+        return number
+    return str(value)
+
+
+def _day(at: datetime | date) -> str:
+    return f"{at.day} {at.strftime('%b')} {at.year}"
+
+
+def _join(parts: Sequence[str]) -> str:
+    parts = [p for p in parts if p]
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _lower_first(text: str) -> str:
+    if len(text) > 1 and text[1].islower():
+        return text[0].lower() + text[1:]
+    return text
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

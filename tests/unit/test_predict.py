@@ -1,0 +1,200 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from scoring_service_fixtures import TENANT, HashEmbedder, scoring_services
+
+from core.store import Store
+from sandbox.canonical import load_history_into_store
+from sandbox.history import generate
+from scoring.jobs import targets
+from scoring.ledger import ScoreLedger
+from scoring.predict import latest_results, score_records
+from scoring.registry import ModelRegistry
+from scoring.training import Params, train
+
+NOW = datetime.now(UTC)
+
+
+class ClicksModel:
+    """A stand-in model: the probability rises with email clicks; contributions say so."""
+
+    kind = "lead"
+    rule_based = False
+    report: dict = {}
+    feature_names = ["email_clicks", "page_visits"]
+
+    def __init__(self, version="lead-test-1", slope=0.5):
+        self.version = version
+        self.slope = slope
+
+    def _logit(self, features):
+        return -2.0 + self.slope * features.frame["email_clicks"].fillna(0).to_numpy()
+
+    def predict_proba(self, features):
+        return 1.0 / (1.0 + np.exp(-self._logit(features)))
+
+    def contributions(self, features):
+        clicks = features.frame["email_clicks"].fillna(0)
+        return pd.DataFrame(
+            {"email_clicks": self.slope * (clicks - 2.0), "page_visits": 0.0},
+            index=features.frame.index,
+        )
+
+
+class BrokenModel(ClicksModel):
+    def predict_proba(self, features):
+        raise RuntimeError("model artifact is corrupt")
+
+
+def _leads(services, clicks):
+    base = {"tenant_id": TENANT, "crm": "salesforce", "updated_at": NOW}
+    services.store.upsert(
+        TENANT,
+        "lead",
+        [
+            {**base, "crm_id": f"00Q{i}", "created_at": NOW - timedelta(days=2), "email_clicks": c,
+             "email_opens": c + 3, "status": "Open - Not Contacted", "owner_id": "005A"}
+            for i, c in enumerate(clicks)
+        ],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def services(demo_config, tmp_path):
+    built, queue = scoring_services(demo_config, str(tmp_path / "store"))
+    yield built
+    queue.stop()
+
+
+def test_scores_become_grades_reasons_next_steps_and_ledger_entries(services):
+    _leads(services, [0, 4, 9])
+    results = {r.crm_id: r for r in score_records(services, TENANT, "lead", model=ClicksModel())}
+    assert {k: (r.score, r.grade) for k, r in results.items()} == {
+        "00Q0": (12, "Cold"), "00Q1": (50, "Warm"), "00Q2": (92, "Hot"),
+    }  # fmt: skip
+    hot = results["00Q2"]
+    assert hot.model_version == "lead-test-1" and not hot.stale and hot.material
+    assert hot.reasons == "+ Clicked 9 emails" and hot.next_step == "Call today: clicked 9 emails"
+    assert results["00Q0"].next_step.startswith("Nurture")
+    assert hot.values()["grade"] == "Hot" and "suggested_owner" not in hot.values()
+    ledger = ScoreLedger(services.store)
+    assert len(ledger.history(TENANT, "lead")) == 3
+    # Scoring again with the same inputs is not a material change: nothing new in the ledger.
+    again = score_records(services, TENANT, "lead", model=ClicksModel())
+    assert not any(r.material or r.crossed for r in again)
+    assert len(ledger.history(TENANT, "lead")) == 3
+
+
+def test_a_scorer_failure_keeps_last_good_values_marked_stale_and_requeues(services):
+    _leads(services, [4, 9])
+    score_records(services, TENANT, "lead", ["00Q0", "00Q1"], model=ClicksModel())
+    _leads(services, [4, 9, 1])  # 00Q2 arrives after the last good run: it has nothing to keep
+    queue = services.queue
+    failed = score_records(services, TENANT, "lead", ["00Q0", "00Q1", "00Q2"], model=BrokenModel())
+    by_id = {r.crm_id: r for r in failed}
+    assert set(by_id) == {"00Q0", "00Q1"}, "a record never scored gets no result, not a blank one"
+    assert (by_id["00Q1"].score, by_id["00Q1"].grade) == (92, "Hot")
+    assert by_id["00Q1"].stale and by_id["00Q1"].model_version == "lead-test-1 (stale)"
+    assert by_id["00Q1"].reasons == "+ Clicked 9 emails"
+    jobs = [j for j in queue.jobs() if j["func"] == "scoring.jobs.score_changed"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "scheduled"
+    assert jobs[0]["args"] == (TENANT, "lead", ["00Q0", "00Q1", "00Q2"])
+    # Failing again neither floods the ledger nor queues a second retry of the same records.
+    score_records(services, TENANT, "lead", ["00Q0", "00Q1", "00Q2"], model=BrokenModel())
+    assert len([j for j in queue.jobs() if j["func"] == "scoring.jobs.score_changed"]) == 1
+    entries = ScoreLedger(services.store).history(TENANT, "lead", ["00Q1"])
+    assert [e.stale for e in entries] == [False, True]
+    shown = latest_results(services.store, TENANT, "lead", ["00Q1"])["00Q1"]
+    assert shown.stale and shown.score == 92 and shown.model_version.endswith("(stale)")
+    assert shown.score_changed_at == entries[0].scored_at
+    # The scorer recovers: the value is fresh again.
+    recovered = score_records(services, TENANT, "lead", ["00Q1"], model=ClicksModel())
+    assert not recovered[0].stale and recovered[0].model_version == "lead-test-1"
+    assert not latest_results(services.store, TENANT, "lead", ["00Q1"])["00Q1"].stale
+
+
+def test_without_any_model_nothing_is_blanked_and_the_records_are_queued(services):
+    _leads(services, [3])
+    assert score_records(services, TENANT, "lead", ["00Q0"]) == []
+    assert [j["func"] for j in services.queue.jobs()] == ["scoring.jobs.score_changed"]
+
+
+def test_a_dry_run_writes_nothing_and_queues_nothing(services):
+    _leads(services, [5])
+    results = score_records(services, TENANT, "lead", model=ClicksModel(), dry_run=True)
+    assert results[0].grade == "Warm"
+    assert ScoreLedger(services.store).history(TENANT, "lead") == []
+    score_records(services, TENANT, "lead", model=BrokenModel(), dry_run=True)
+    assert services.queue.jobs() == []
+
+
+def test_notes_and_activities_rescore_the_records_they_belong_to(services):
+    base = {"tenant_id": TENANT, "crm": "salesforce", "updated_at": NOW, "created_at": NOW}
+    services.store.upsert(
+        TENANT,
+        "note",
+        [{**base, "crm_id": "N1", "body": "call went well", "lead_id": "00Q7"},
+         {**base, "crm_id": "N2", "body": "pricing", "opportunity_id": "006A"}],
+    )  # fmt: skip
+    assert targets(services, TENANT, "note", ["N1", "N2"]) == {
+        "lead": ["00Q7"], "opportunity": ["006A"],
+    }  # fmt: skip
+    assert targets(services, TENANT, "lead", ["00Q1", "00Q1"]) == {"lead": ["00Q1"]}
+    assert targets(services, TENANT, "account", ["001A"]) == {}
+
+
+def test_a_trained_model_scores_open_leads_with_evidence_and_a_stable_second_pass(services):
+    history = generate(seed=7, n_leads=3000)
+    load_history_into_store(services.store, history, TENANT)
+    report = train(
+        services.store, TENANT, "lead", as_of=history.now,
+        params=Params(iterations=150, early_stopping_rounds=30),
+    )  # fmt: skip
+    assert report["promoted"], report.get("promotion")
+    results = score_records(services, TENANT, "lead")
+    assert len(results) == sum(
+        1 for x in history.leads if not x.converted and not x.status.startswith("Closed")
+    )
+    version = ModelRegistry(services.store).current(TENANT, "lead").version
+    assert {r.model_version for r in results} == {version}
+    assert all(0 <= r.score <= 100 and r.grade in ("Hot", "Warm", "Cold") for r in results)
+    assert all(r.reasons and r.next_step and r.segment for r in results)
+    cited = [d for r in results for d in r.reasons_detail if d["evidence"]]
+    assert cited and all("ref " in d["text"] for d in cited)
+    second = score_records(services, TENANT, "lead")
+    assert not any(r.crossed for r in second)
+
+
+def test_the_score_command_dry_run_prints_each_field_and_writes_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from core.cli import main
+    from core.config import Config
+    from core.services import configure
+    from core.tenants import Tenant
+
+    env = {
+        "FIELDWISE_LANCEDB_URI": str(tmp_path / "db"),
+        "FIELDWISE_SECRET_KEY": "s" * 40,
+        "FIELDWISE_ENCRYPTION_KEY": Config.for_demo().encryption_key.reveal(),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    services = configure(Config.from_env())
+    services.registry.save(Tenant(TENANT, "salesforce", "00DTEST", None, status="active"))
+    history = generate(seed=7, n_leads=1500)
+    fast = Store(env["FIELDWISE_LANCEDB_URI"], embedder=HashEmbedder())
+    load_history_into_store(fast, history, TENANT)
+    train(fast, TENANT, "lead", as_of=history.now, params=Params(iterations=60))
+    result = CliRunner().invoke(
+        main, ["score", "--tenant", TENANT, "--kind", "lead", "--all", "--dry-run"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "Lead.Fieldwise_AI_Score__c = " in result.output
+    assert "Lead.Fieldwise_AI_Reasons__c = " in result.output
+    assert "Lead.Fieldwise_AI_Model_Version__c = lead-" in result.output
+    assert ScoreLedger(services.store).history(TENANT, "lead") == []

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pandas as pd
+from scoring_service_fixtures import HashEmbedder
+
+from core.store import Store
+from scoring.reasons import explain_batch, next_step, phrase_for, rule_based_preface
+
+NOW = datetime(2026, 10, 3, 15, tzinfo=UTC)
+GRADES = ("Hot", "Warm", "Cold")
+
+
+def _store(tmp_path):
+    store = Store(str(tmp_path / "db"), embedder=HashEmbedder())
+    base = {"tenant_id": "t1", "crm": "salesforce", "updated_at": NOW, "created_at": NOW}
+    store.upsert(
+        "t1",
+        "note",
+        [{**base, "crm_id": "002N1", "lead_id": "L1", "title": "Discovery call",
+          "body": "They are also looking at Vantora; budget approved for Q1."}],
+    )  # fmt: skip
+    store.upsert(
+        "t1",
+        "activity",
+        [{**base, "crm_id": "00T1", "lead_id": "L1", "type": "call", "occurred_at": NOW,
+          "subject": "Pilot scoping"}],
+    )  # fmt: skip
+    return store
+
+
+def test_reasons_are_sentences_that_cite_the_notes_and_activities_behind_them(tmp_path):
+    store = _store(tmp_path)
+    frame = pd.DataFrame(
+        {"email_clicks": [5.0, 0.0], "signal_budget": [1.0, 0.0], "competitor_mentions": [1.0, 0.0],
+         "n_calls": [1.0, 0.0], "days_since_engaged": [2.0, 75.0], "industry": ["Software", "Retail"]},
+        index=pd.Index(["L1", "L2"], name="crm_id"),
+    )  # fmt: skip
+    shap = pd.DataFrame(
+        {"email_clicks": [0.8, -0.1], "signal_budget": [0.6, 0.0], "competitor_mentions": [-0.4, 0.0],
+         "n_calls": [0.3, 0.0], "days_since_engaged": [0.01, -0.9], "industry": [0.0, -0.3],
+         "expected_value": [-1.5, -1.5]},
+        index=frame.index,
+    )  # fmt: skip
+    evidence = {"L1": {"signal_budget": ["002N1"], "competitor_mentions": ["002N1"],
+                       "n_calls": ["00T1"]}}  # fmt: skip
+    explained = explain_batch(
+        shap, frame, evidence, store=store, tenant_id="t1", competitors=["Vantora", "Corvex"]
+    )
+    l1 = explained["L1"]
+    assert [r.feature for r in l1.positive] == ["email_clicks", "signal_budget", "n_calls"]
+    assert [r.feature for r in l1.negative] == ["competitor_mentions"]
+    text = l1.text()
+    assert "+ Clicked 5 emails" in text
+    assert "+ Budget approved in notes (note on 3 Oct 2026, ref 002N1)" in text
+    assert "+ 1 call logged (call on 3 Oct 2026, ref 00T1)" in text
+    assert "- Competitor Vantora mentioned (note on 3 Oct 2026, ref 002N1)" in text
+    detail = {d["feature"]: d for d in l1.detail}
+    assert detail["signal_budget"]["evidence_ids"] == ["002N1"]
+    assert detail["competitor_mentions"]["direction"] == "-"
+    l2 = explained["L2"].text()
+    assert "- No engagement in 75 days" in l2 and "- Industry: Retail" in l2
+    assert "expected_value" not in l2
+
+
+def test_evidence_ids_are_cited_even_without_a_store():
+    frame = pd.DataFrame({"signal_pilot": [2.0]}, index=pd.Index(["O1"], name="crm_id"))
+    shap = pd.DataFrame({"signal_pilot": [0.5]}, index=frame.index)
+    explained = explain_batch(shap, frame, {"O1": {"signal_pilot": ["002A", "002B"]}})
+    assert explained["O1"].text() == "+ Pilot requested (ref 002A and 1 more)"
+
+
+def test_a_rule_based_score_says_so_and_names_what_was_missing():
+    report = {
+        "sufficiency": {
+            "ok": False,
+            "requirements": [
+                {"name": "labelled_leads", "needed": 1000, "have": 300, "ok": False,
+                 "description": "leads with a known outcome (converted or not)"},
+                {"name": "conversions", "needed": 120, "have": 150, "ok": True,
+                 "description": "converted leads"},
+            ],
+        }
+    }  # fmt: skip
+    preface = rule_based_preface(report)
+    assert preface == (
+        "Rule-based score (not enough history for a model: "
+        "needs 1,000 leads with a known outcome, has 300)"
+    )
+    frame = pd.DataFrame({"form_fills": [2.0]}, index=pd.Index(["L1"], name="crm_id"))
+    explained = explain_batch(frame * 0.4, frame, {}, preface=preface)
+    assert explained["L1"].text().splitlines()[0].startswith("Rule-based score")
+
+
+def test_next_steps_differ_by_grade_and_name_their_reasons():
+    frame = pd.DataFrame(
+        {"signal_budget": [1.0], "signal_pilot": [1.0], "days_since_engaged": [61.0]},
+        index=pd.Index(["L1"], name="crm_id"),
+    )
+    shap = pd.DataFrame(
+        {"signal_budget": [0.9], "signal_pilot": [0.7], "days_since_engaged": [-0.5]},
+        index=frame.index,
+    )
+    explanation = explain_batch(shap, frame, {})["L1"]
+    hot = next_step("Hot", GRADES, explanation)
+    warm = next_step("Warm", GRADES, explanation)
+    cold = next_step("Cold", GRADES, explanation)
+    assert hot == "Call today: budget approved in notes and pilot requested"
+    assert warm == "Follow up this week; watch: no engagement in 61 days"
+    assert cold == "Nurture: no engagement in 61 days"
+    assert next_step("Hot", GRADES, explanation, "opportunity").startswith("Push to close")
+    assert len({hot, warm, cold}) == 3
+
+
+def test_unknown_features_read_as_name_and_value():
+    assert phrase_for("custom:Lead_Rating__c", "Gold", True) == "Lead rating: Gold"
+    assert phrase_for("custom:Budget_Confirmed__c", 1.0, True) == "Budget confirmed"
+    assert (
+        phrase_for("custom:Product_Interest__c", "Data Vault", True) == "Interested in Data Vault"
+    )
