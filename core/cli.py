@@ -193,28 +193,33 @@ def sandbox(
     default="./var/demo",
     show_default=True,
     type=click.Path(file_okay=False),
-    help="The demo's folder (sandbox state, store).",
+    help="The demo's own folder (emptied first).",
 )
 @click.option(
     "--seed-leads",
-    default=2000,
+    default=3000,
     show_default=True,
-    type=click.IntRange(100, 200_000),
+    type=click.IntRange(500, 200_000),
     help="Size of the generated company history.",
 )
-@click.option("--serve", is_flag=True, help="Keep serving until Ctrl-C instead of exiting.")
-def demo(data_dir: str, seed_leads: int, serve: bool) -> None:
-    """Run the demo on embedded defaults against the sandbox CRMs (secrets generated per run)."""
+@click.option("--once", is_flag=True, help="Exit after the summary instead of serving.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+def demo(data_dir: str, seed_leads: int, once: bool, as_json: bool) -> None:
+    """Run the whole journey on embedded defaults against the sandbox CRMs."""
     import threading
     from pathlib import Path
 
-    from sandbox.demo import print_report, run_demo
+    from sandbox.demo import render, run_demo
 
     run = run_demo(Path(data_dir), seed_leads=seed_leads)
-    print_report(run.report)
+    click.echo(json.dumps(run.summary, default=str) if as_json else render(run.summary))
     try:
-        if serve:
-            click.echo(f"serving Fieldwise at {run.app_url}; press Ctrl-C to stop", err=True)
+        if not once:
+            click.echo(
+                f"Fieldwise is serving at {run.app_url} (health: {run.app_url}/healthz); "
+                "the record pages above embed its widget. Press Ctrl-C to stop.",
+                err=True,
+            )
             threading.Event().wait()
     except KeyboardInterrupt:
         pass

@@ -1,103 +1,470 @@
-"""``fieldwise demo``: the whole product on one machine, against the sandbox CRMs.
+"""``fieldwise demo``: the whole journey on one machine, against the sandbox CRMs.
 
-Everything runs embedded: both sandbox CRMs seeded with a generated company history, the Fieldwise
-web app with the in-process queue, LanceDB in a local folder. Secrets are generated for this run.
-The demo prints what a person can open (the CRM record pages that embed Fieldwise's widget, the
-health report) and what happened, then exits, or keeps serving with ``--serve``.
+One command, nothing else installed: both sandbox CRMs start seeded with a generated company
+history; the Fieldwise web app starts with the embedded queue and LanceDB in a local folder, with
+secrets generated for this run. Fieldwise is then installed into both CRMs through their OAuth
+consent, provisions its fields and webhooks, backfills, trains, scores, routes and writes back.
+Finally a few records are changed in each CRM the way a rep would, and the demo waits for the AI
+fields to update through the webhooks. The summary reads every AI field back through the CRMs' own
+APIs, not from Fieldwise's store.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
+import secrets
+import shutil
+import socket
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import requests
+from hubspot import HubSpot
+from hubspot.crm.contacts import (
+    BatchReadInputSimplePublicObjectId,
+    Filter,
+    FilterGroup,
+    PublicObjectSearchRequest,
+    SimplePublicObjectId,
+)
+from simple_salesforce import Salesforce
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from core.config import Config
+from core.config import Config, Secret
+from core.services import Services
 from handlers.app import create_app
+from sandbox.history import best_achievable_auc
 from sandbox.runner import Sandboxes, start_sandboxes
 
 log = logging.getLogger(__name__)
 
+SAMPLE_SIZE = 5
+LIVE_CHANGES = 3
+WORK_TIMEOUT_S = 600.0
+
 
 @dataclass
 class DemoRun:
-    """A running demo: the sandboxes, the app server and what the demo reports."""
+    """A running demo: the sandboxes, the app server, the services and the summary."""
 
     sandboxes: Sandboxes
     app_server: BaseWSGIServer
     app_url: str
-    report: dict[str, Any]
+    services: Services
+    summary: dict[str, Any]
 
     def stop(self) -> None:
-        """Stop the app server and the sandboxes."""
+        """Stop the app, its queue and the sandboxes."""
         self.app_server.shutdown()
+        stop = getattr(self.services.queue, "stop", None)
+        if stop is not None:
+            stop()
         self.sandboxes.stop()
 
 
-def run_demo(data_dir: Path, *, seed_leads: int = 2000, seed: int = 7, port: int = 0) -> DemoRun:
-    """Start the sandboxes and the app, check them end to end, and build the report.
+def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRun:
+    """Run the journey from install to live updates and build the summary.
 
     Args:
-        data_dir: the demo's folder (sandbox state and the LanceDB store live under it).
+        data_dir: the demo's own folder; it is emptied first so every run starts fresh.
         seed_leads: size of the generated history loaded into both sandbox CRMs.
         seed: seed of the generated history.
-        port: the app's port (0 picks a free one).
 
     Returns:
         The running demo; call ``stop()`` when done.
     """
     started = time.perf_counter()
-    config = Config.for_demo(lancedb_uri=str(data_dir / "lancedb"))
-    app = create_app(config)
-    app_server = make_server("127.0.0.1", port, app, threaded=True)
-    app_url = f"http://127.0.0.1:{app_server.server_port}"
-    threading.Thread(target=app_server.serve_forever, name="fieldwise-app", daemon=True).start()
-
+    if data_dir.exists():
+        shutil.rmtree(data_dir)
+    port = _free_port()
+    app_url = f"http://127.0.0.1:{port}"
     sandboxes = start_sandboxes(
         data_dir / "sandbox", seed_leads=seed_leads, seed=seed, widget_base_url=app_url
     )
-    health = requests.get(f"{app_url}/healthz", timeout=10).json()
     salesforce, hubspot = sandboxes.salesforce, sandboxes.hubspot
-    report = {
-        "fieldwise": {"url": app_url, "health": health["status"], "healthz": f"{app_url}/healthz"},
-        "salesforce": {
-            "instance_url": salesforce.instance_url,
-            "org_id": salesforce.org_id,
-            "records": _salesforce_counts(sandboxes),
-            "lead_pages": f"{salesforce.instance_url}/ui/Lead",
-        },
-        "hubspot": {
-            "base_url": hubspot.base_url,
-            "portal_id": hubspot.portal_id,
-            "records": _hubspot_counts(sandboxes),
-            "contact_pages": f"{hubspot.base_url}/ui/contacts",
-        },
-        "seconds": round(time.perf_counter() - started, 1),
+    config = Config.for_demo(
+        lancedb_uri=str(data_dir / "lancedb"),
+        public_url=app_url,
+        salesforce_client_id=salesforce.client_id,
+        salesforce_client_secret=Secret(salesforce.client_secret),
+        salesforce_login_url=salesforce.instance_url,
+        ca_bundle=str(salesforce.ca_cert),
+        hubspot_client_id=hubspot.client_id,
+        hubspot_client_secret=Secret(hubspot.client_secret),
+        hubspot_app_id=str(hubspot.app_id),
+        hubspot_developer_api_key=Secret(hubspot.developer_api_key),
+        hubspot_api_url=hubspot.base_url,
+        hubspot_authorize_url=f"{hubspot.base_url}/oauth/authorize",
+        log_level="WARNING",
+    )
+    app = create_app(config)
+    logging.getLogger("werkzeug").setLevel(
+        logging.WARNING
+    )  # one line per request drowns the summary
+    services: Services = app.extensions["fieldwise.services"]
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, name="fieldwise-app", daemon=True).start()
+    run = DemoRun(sandboxes, server, app_url, services, {})
+    try:
+        tenants = {
+            "salesforce": _install(app_url, "salesforce", salesforce.session()),
+            "hubspot": _install(app_url, "hubspot", requests.Session()),
+        }
+        _wait_for_work(services)
+        initial_calls = _api_calls(sandboxes)
+        live = {
+            "salesforce": _live_salesforce_changes(
+                sandboxes, _coldest(services, tenants["salesforce"])
+            ),
+            "hubspot": _live_hubspot_changes(sandboxes, _coldest(services, tenants["hubspot"])),
+        }
+        _wait_for_work(services)
+        updated = {crm: _wait_for_updates(sandboxes, crm, changes) for crm, changes in live.items()}
+        run.summary = _summary(
+            sandboxes,
+            services,
+            tenants,
+            initial_calls,
+            live,
+            updated,
+            time.perf_counter() - started,
+        )
+    except BaseException:
+        run.stop()
+        raise
+    return run
+
+
+# --------------------------------------------------------------------------------------------------
+# Steps
+
+
+def _install(app_url: str, crm: str, browser: requests.Session) -> str:
+    """Install through Fieldwise's own /install route, consenting as the admin would."""
+    start = requests.get(f"{app_url}/install/{crm}", allow_redirects=False, timeout=30)
+    if start.status_code != 302:
+        raise RuntimeError(f"{crm} install did not start: {start.status_code} {start.text}")
+    # The sandbox consent pages approve at once when asked with auto=1 (a person clicks Allow).
+    consent = browser.get(start.headers["Location"] + "&auto=1", allow_redirects=False, timeout=30)
+    if consent.status_code != 302:
+        raise RuntimeError(f"{crm} consent failed: {consent.status_code}")
+    finished = requests.get(consent.headers["Location"], timeout=60)
+    if finished.status_code != 200:
+        raise RuntimeError(f"{crm} install failed: {finished.text}")
+    tenant_id: str = finished.json()["tenant_id"]
+    return tenant_id
+
+
+def _wait_for_work(services: Services) -> None:
+    drain = getattr(services.queue, "drain", None)
+    if drain is not None and not drain(timeout_s=WORK_TIMEOUT_S):
+        raise RuntimeError(f"the demo's jobs did not finish within {WORK_TIMEOUT_S:.0f} s")
+    failed = [j for j in getattr(services.queue, "jobs", list)() if j["status"] == "failed"]
+    if failed:
+        errors = [services.queue.error(j["id"]) for j in failed]
+        raise RuntimeError(f"{len(failed)} demo job(s) failed; first: {errors[0]}")
+
+
+def _coldest(services: Services, tenant_id: str) -> dict[str, int]:
+    """The open leads Fieldwise scored lowest, with their scores.
+
+    New activity from a rep should move these scores the most.
+    """
+    from scoring.predict import latest_results
+
+    results = latest_results(services.store, tenant_id, "lead")
+    ranked = sorted(results.values(), key=lambda r: (r.score, r.crm_id))
+    return {r.crm_id: r.score for r in ranked[:LIVE_CHANGES]}
+
+
+def _live_salesforce_changes(sandboxes: Sandboxes, lead_ids: list[str]) -> list[str]:
+    """A rep logs fresh engagement on some cold leads, as they would in Salesforce."""
+    sf = _salesforce_as_rep(sandboxes)
+    for lead_id in lead_ids:
+        sf.Lead.update(
+            lead_id,
+            {"Title": "VP of Revenue", "Email_Opens__c": 40, "Page_Visits__c": 60,
+             "Form_Fills__c": 5, "Budget_Confirmed__c": True},
+        )  # fmt: skip
+    return lead_ids
+
+
+def _live_hubspot_changes(sandboxes: Sandboxes, contact_ids: list[str]) -> list[str]:
+    """A rep updates some cold contacts in HubSpot's own UI."""
+    for contact_id in contact_ids:
+        requests.post(
+            f"{sandboxes.hubspot.base_url}/__admin/ui-edit",
+            json={"objectType": "contacts", "id": contact_id,
+                  "properties": {"jobtitle": "VP of Revenue", "hs_email_open": "40",
+                                 "hs_analytics_num_page_views": "60", "num_conversion_events": "5"}},
+            timeout=30,
+        ).raise_for_status()  # fmt: skip
+    return contact_ids
+
+
+def _wait_for_updates(sandboxes: Sandboxes, crm: str, ids: list[str]) -> list[dict[str, Any]]:
+    """Read the changed records back from the CRM until their AI fields reflect the change."""
+    deadline = time.monotonic() + 60
+    while True:
+        rows = _read_back(sandboxes, crm, ids)
+        changed = [
+            r for r in rows if r.get("AI Score Changed At") and r.get("AI Score") is not None
+        ]
+        if len(changed) == len(ids) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading back through the CRMs' own APIs
+
+
+def _salesforce_client(sandboxes: Sandboxes, token: str | None = None) -> Salesforce:
+    sb = sandboxes.salesforce
+    return Salesforce(
+        instance_url=sb.instance_url, session_id=token or sb.access_token, session=sb.session()
+    )
+
+
+def _salesforce_as_rep(sandboxes: Sandboxes) -> Salesforce:
+    """A session for a sales rep (not the integration user Fieldwise writes as)."""
+    sb = sandboxes.salesforce
+    admin = _salesforce_client(sandboxes)
+    rep = admin.query(
+        f"SELECT Username FROM User WHERE Id != '{sb.user_id}' AND IsActive = true LIMIT 1"
+    )["records"][0]["Username"]
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=")
+    redirect_uri = "https://rep.example/callback"
+    consent = sb.session().get(
+        f"{sb.instance_url}/services/oauth2/authorize",
+        params={"response_type": "code", "client_id": sb.client_id, "redirect_uri": redirect_uri,
+                "login_hint": rep, "auto": "1", "code_challenge": challenge.decode(),
+                "code_challenge_method": "S256"},
+        allow_redirects=False, timeout=30,
+    )  # fmt: skip
+    code = parse_qs(urlparse(consent.headers["Location"]).query)["code"][0]
+    token = sb.session().post(
+        f"{sb.instance_url}/services/oauth2/token",
+        data={"grant_type": "authorization_code", "code": code, "client_id": sb.client_id,
+              "client_secret": sb.client_secret, "redirect_uri": redirect_uri,
+              "code_verifier": verifier},
+        timeout=30,
+    ).json()["access_token"]  # fmt: skip
+    return _salesforce_client(sandboxes, token)
+
+
+def _hubspot_client(sandboxes: Sandboxes) -> HubSpot:
+    return HubSpot(access_token=sandboxes.hubspot.access_token, host=sandboxes.hubspot.base_url)
+
+
+_SF_FIELDS = {
+    "Name": "Name", "AI Score": "Fieldwise_AI_Score__c", "AI Grade": "Fieldwise_AI_Grade__c",
+    "AI Reasons": "Fieldwise_AI_Reasons__c", "AI Next Step": "Fieldwise_AI_Next_Step__c",
+    "AI Suggested Owner": "Fieldwise_AI_Suggested_Owner__c",
+    "AI Score Changed At": "Fieldwise_AI_Score_Changed_At__c",
+    "AI Model Version": "Fieldwise_AI_Model_Version__c",
+}  # fmt: skip
+_HS_FIELDS = {
+    "First name": "firstname", "Last name": "lastname",
+    "AI Score": "fieldwise_ai_score", "AI Grade": "fieldwise_ai_grade",
+    "AI Reasons": "fieldwise_ai_reasons", "AI Next Step": "fieldwise_ai_next_step",
+    "AI Suggested Owner": "fieldwise_ai_suggested_owner",
+    "AI Score Changed At": "fieldwise_ai_score_changed_at",
+    "AI Model Version": "fieldwise_ai_model_version",
+}  # fmt: skip
+
+
+def _read_back(
+    sandboxes: Sandboxes, crm: str, ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Leads as the CRM shows them: the given ids, or the top-scored ones."""
+    if crm == "salesforce":
+        sf = _salesforce_client(sandboxes)
+        where = "Fieldwise_AI_Score__c != null"
+        if ids:
+            where = "Id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
+        soql = (
+            f"SELECT Id, {', '.join(_SF_FIELDS.values())} FROM Lead WHERE {where} "
+            f"ORDER BY Fieldwise_AI_Score__c DESC LIMIT {len(ids) if ids else SAMPLE_SIZE}"
+        )
+        return [
+            {"crm_id": r["Id"], **{label: r.get(api) for label, api in _SF_FIELDS.items()}}
+            for r in sf.query(soql)["records"]
+        ]
+    client = _hubspot_client(sandboxes)
+    properties = list(_HS_FIELDS.values())
+    if ids:
+        batch = client.crm.contacts.batch_api.read(
+            BatchReadInputSimplePublicObjectId(
+                inputs=[SimplePublicObjectId(id=i) for i in ids], properties=properties
+            )
+        )
+        records = batch.results
+    else:
+        records = client.crm.contacts.search_api.do_search(
+            PublicObjectSearchRequest(
+                filter_groups=[
+                    FilterGroup(
+                        filters=[
+                            Filter(property_name="fieldwise_ai_score", operator="HAS_PROPERTY")
+                        ]
+                    )
+                ],
+                sorts=[{"propertyName": "fieldwise_ai_score", "direction": "DESCENDING"}],
+                limit=SAMPLE_SIZE,
+                properties=properties,
+            )
+        ).results
+    rows = []
+    for record in records:
+        row = {label: record.properties.get(api) for label, api in _HS_FIELDS.items()}
+        name = " ".join(filter(None, (row.pop("First name"), row.pop("Last name"))))
+        rows.append({"crm_id": record.id, "Name": name, **row})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Summary
+
+
+def _api_calls(sandboxes: Sandboxes) -> dict[str, int]:
+    calls = {}
+    for crm, sandbox in (("salesforce", sandboxes.salesforce), ("hubspot", sandboxes.hubspot)):
+        calls[crm] = sum(1 for e in sandbox.state.log.snapshot()["requests"] if e.get("api_call"))
+    return calls
+
+
+def _summary(
+    sandboxes: Sandboxes,
+    services: Services,
+    tenants: dict[str, str],
+    initial_calls: dict[str, int],
+    live: dict[str, list[str]],
+    updated: dict[str, list[dict[str, Any]]],
+    seconds: float,
+) -> dict[str, Any]:
+    from scoring.predict import latest_results
+    from scoring.registry import ModelRegistry
+
+    store = services.store
+    registry = ModelRegistry(store)
+    calls = _api_calls(sandboxes)
+    history = sandboxes.history
+    best = {
+        "lead": best_achievable_auc(history, "leads") if history else None,
+        "opportunity": best_achievable_auc(history, "opportunities") if history else None,
     }
-    return DemoRun(sandboxes, app_server, app_url, report)
-
-
-def _salesforce_counts(sandboxes: Sandboxes) -> dict[str, int]:
-    store = sandboxes.salesforce.state.store
+    crms: dict[str, Any] = {}
+    for crm, tenant_id in tenants.items():
+        models = {}
+        for kind in ("lead", "opportunity"):
+            model = registry.current(tenant_id, kind)
+            report = model.report if model else {}
+            models[kind] = {
+                "model_version": model.version if model else None,
+                "rule_based": model.rule_based if model else None,
+                "auc": report.get("auc"),
+                "best_auc": best[kind],
+                "ece": report.get("ece"),
+                "lift_top20": report.get("lift_top20"),
+                "n_train": report.get("n_train"),
+                "n_holdout": report.get("n_holdout"),
+            }
+        leads = latest_results(store, tenant_id, "lead")
+        written = {
+            e["crm_id"] for e in store.audit(tenant_id, limit=10**9) if e["outcome"] == "written"
+        }
+        crms[crm] = {
+            "tenant_id": tenant_id,
+            "api_calls": calls[crm],
+            "api_calls_for_live_changes": calls[crm] - initial_calls[crm],
+            "records_synced": {
+                entity: store.count(tenant_id, entity)
+                for entity in (
+                    "user",
+                    "account",
+                    "lead",
+                    "contact",
+                    "opportunity",
+                    "activity",
+                    "note",
+                )
+            },
+            "scored": len(leads) + len(latest_results(store, tenant_id, "opportunity")),
+            "written": len(written),
+            "grades": dict(Counter(r.grade for r in leads.values())),
+            "models": models,
+            "sample_leads": _read_back(sandboxes, crm),
+            "live_changes": updated[crm],
+            "record_pages": _record_page(sandboxes, crm),
+        }
+    lead_models = [c["models"]["lead"] for c in crms.values()]
     return {
-        name: store.count(name) for name in ("User", "Account", "Lead", "Contact", "Opportunity")
+        "seconds": round(seconds, 1),
+        "auc": lead_models[0]["auc"],
+        "best_auc": lead_models[0]["best_auc"],
+        "crms": crms,
+        "live_change_ids": live,
     }
 
 
-def _hubspot_counts(sandboxes: Sandboxes) -> dict[str, int]:
-    store = sandboxes.hubspot.state.store
-    return {
-        name: store.count(name) for name in ("owners", "companies", "contacts", "deals", "notes")
-    }
+def _record_page(sandboxes: Sandboxes, crm: str) -> str:
+    if crm == "salesforce":
+        return f"{sandboxes.salesforce.instance_url}/ui/Lead"
+    return f"{sandboxes.hubspot.base_url}/ui/contacts"
 
 
-def print_report(report: dict[str, Any]) -> None:
-    """Print the demo report as indented JSON."""
-    print(json.dumps(report, indent=2))
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The summary as a person reads it in a terminal."""
+    lines = [f"Fieldwise demo finished in {summary['seconds']} s", ""]
+    for crm, facts in summary["crms"].items():
+        lead = facts["models"]["lead"]
+        opportunity = facts["models"]["opportunity"]
+        lines += [
+            f"{crm.title()} ({facts['tenant_id']})",
+            f"  synced: {json.dumps(facts['records_synced'])}",
+            f"  scored {facts['scored']} records, wrote AI fields on {facts['written']}, "
+            f"{facts['api_calls']} API calls in all ({facts['api_calls_for_live_changes']} for the "
+            "live changes)",
+            f"  lead model {lead['model_version']}: holdout AUC {_num(lead['auc'])} "
+            f"(best achievable {_num(lead['best_auc'])}), ECE {_num(lead['ece'])}, "
+            f"lift in the top 20% {_num(lead['lift_top20'])}",
+            f"  opportunity model {opportunity['model_version']}"
+            + (" (rule-based: not enough history)" if opportunity["rule_based"] else "")
+            + f": AUC {_num(opportunity['auc'])}",
+            f"  grades: {json.dumps(facts['grades'])}",
+            "  top leads as the CRM shows them:",
+        ]
+        for row in facts["sample_leads"]:
+            lines.append(
+                f"    {row['Name']}: {row['AI Score']} {row['AI Grade']} - {row['AI Next Step']}"
+            )
+        lines.append("  changed live by a rep, then rescored through the webhooks:")
+        for row in facts["live_changes"]:
+            lines.append(
+                f"    {row['Name']}: {row['score_before']} -> {row['AI Score']} {row['AI Grade']} "
+                f"(changed at {row['AI Score Changed At']})"
+            )
+        lines.append(f"  record pages: {facts['record_pages']}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.history import generate
+from sandbox.history_model import History
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.salesforce import SalesforceSandbox
 
@@ -28,6 +29,8 @@ class Sandboxes:
 
     salesforce: SalesforceSandbox
     hubspot: HubSpotSandbox
+    history: History | None = None
+    """The history loaded by this start, if it loaded one."""
 
     def connection_info(self) -> dict[str, Any]:
         """The one JSON object ``fieldwise sandbox`` prints on start."""
@@ -80,6 +83,7 @@ def start_sandboxes(
             history = generate(seed=seed, n_leads=seed_leads)
             salesforce.load_history(history)
             hubspot.load_history(history)
+            sandboxes.history = history
             marker = {"seed": seed, "n_leads": seed_leads}
             salesforce.state.store.set_meta(SEED_META_KEY, marker)
             hubspot.state.store.set_meta(SEED_META_KEY, marker)
