@@ -120,14 +120,16 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
         }
         _wait_for_work(services)
         initial_calls = _api_calls(sandboxes)
+        before = {crm: _coldest(services, tenant_id) for crm, tenant_id in tenants.items()}
         live = {
-            "salesforce": _live_salesforce_changes(
-                sandboxes, _coldest(services, tenants["salesforce"])
-            ),
-            "hubspot": _live_hubspot_changes(sandboxes, _coldest(services, tenants["hubspot"])),
+            "salesforce": _live_salesforce_changes(sandboxes, list(before["salesforce"])),
+            "hubspot": _live_hubspot_changes(sandboxes, list(before["hubspot"])),
         }
         _wait_for_work(services)
-        updated = {crm: _wait_for_updates(sandboxes, crm, changes) for crm, changes in live.items()}
+        updated = {}
+        for crm, changed_ids in live.items():
+            rows = _wait_for_updates(sandboxes, crm, changed_ids, before[crm])
+            updated[crm] = [{**row, "score_before": before[crm][row["crm_id"]]} for row in rows]
         run.summary = _summary(
             sandboxes,
             services,
@@ -189,10 +191,11 @@ def _live_salesforce_changes(sandboxes: Sandboxes, lead_ids: list[str]) -> list[
     """A rep logs fresh engagement on some cold leads, as they would in Salesforce."""
     sf = _salesforce_as_rep(sandboxes)
     for lead_id in lead_ids:
-        sf.Lead.update(
-            lead_id,
-            {"Title": "VP of Revenue", "Email_Opens__c": 40, "Page_Visits__c": 60,
-             "Form_Fills__c": 5, "Budget_Confirmed__c": True},
+        sf.restful(
+            f"sobjects/Lead/{lead_id}",
+            method="PATCH",
+            json={"Title": "VP of Revenue", "Email_Opens__c": 40, "Page_Visits__c": 60,
+                  "Form_Fills__c": 5, "Budget_Confirmed__c": True},
         )  # fmt: skip
     return lead_ids
 
@@ -210,15 +213,18 @@ def _live_hubspot_changes(sandboxes: Sandboxes, contact_ids: list[str]) -> list[
     return contact_ids
 
 
-def _wait_for_updates(sandboxes: Sandboxes, crm: str, ids: list[str]) -> list[dict[str, Any]]:
-    """Read the changed records back from the CRM until their AI fields reflect the change."""
+def _wait_for_updates(
+    sandboxes: Sandboxes, crm: str, ids: list[str], before: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Read the changed records back from the CRM until their AI Score differs from before."""
     deadline = time.monotonic() + 60
     while True:
         rows = _read_back(sandboxes, crm, ids)
-        changed = [
-            r for r in rows if r.get("AI Score Changed At") and r.get("AI Score") is not None
-        ]
-        if len(changed) == len(ids) or time.monotonic() > deadline:
+        moved = [
+            row for row in rows
+            if row.get("AI Score") is not None and float(row["AI Score"]) != before[row["crm_id"]]
+        ]  # fmt: skip
+        if len(moved) == len(ids) or time.monotonic() > deadline:
             return rows
         time.sleep(0.5)
 
