@@ -6,9 +6,11 @@ rescoring that changes nothing costs no API call, and a retry after a partial fa
 what did not land. What changed goes to the connector in one call, which batches at the API's
 maximum (200 records per Salesforce ``composite/sobjects`` call, 100 per HubSpot batch update).
 
-A value a person edited after Fieldwise wrote it is left alone unless the tenant's overwrite policy
-says otherwise: the synced copy of the record shows the CRM's current value of each Fieldwise
-field, and when that differs from what Fieldwise last wrote, someone changed it.
+A value a person edited after Fieldwise wrote it is treated as the tenant's overwrite policy says:
+``keep_rep_edits`` (the default) leaves it for ``rep_edit_days``, ``only_if_empty`` leaves it for
+good unless it is cleared, ``always`` overwrites it. The synced copy of the record shows the CRM's
+current value of each Fieldwise field; when that differs from what Fieldwise last wrote, someone
+changed it, at the record's last modification time.
 
 Every attempt, landed or not, goes to the audit log with the old and new value, the model version
 and the reason.
@@ -20,7 +22,7 @@ import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from connectors.base import Connector, FatalError, RetriableError, WriteResult
@@ -30,7 +32,8 @@ from sync.jobs import run_for_tenant
 
 log = logging.getLogger(__name__)
 
-OverwritePolicy = Literal["respect_edits", "overwrite"]
+OverwritePolicy = Literal["always", "only_if_empty", "keep_rep_edits"]
+"""How a value a person changed in the CRM is treated (``scoring.settings`` documents each)."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ def plan_writes(
     entity: str,
     results: Mapping[str, Mapping[str, Any]],
     *,
-    policy: OverwritePolicy = "respect_edits",
+    policy: OverwritePolicy = "keep_rep_edits",
+    rep_edit_days: int = 14,
 ) -> WritePlan:
     """Work out which fields change for a set of results, without calling the CRM.
 
@@ -98,8 +102,8 @@ def plan_writes(
         tenant_id: the tenant.
         entity: the canonical entity the results are about (``lead``, ``opportunity`` ...).
         results: per CRM id, result name (``score``, ``grade`` ...) to value.
-        policy: ``respect_edits`` leaves fields a person changed after Fieldwise; ``overwrite``
-            does not.
+        policy: what to do with a field a person changed after Fieldwise wrote it.
+        rep_edit_days: how long ``keep_rep_edits`` protects such a change.
 
     Returns:
         The plan; only fields the manifest maps, and only values that differ from the last write.
@@ -130,9 +134,9 @@ def plan_writes(
                 if old_json == new_json:
                     plan.unchanged += 1
                     continue
-                if policy == "respect_edits" and _edited_by_person(
-                    current, spec.api_name, old_json
-                ):
+                edited = _edited_by_person(current, spec.api_name, old_json)
+                edited_at = (synced.get(crm_id) or {}).get("updated_at")
+                if edited and _keep_edit(policy, edited_at, rep_edit_days):
                     plan.kept_human_edits.append((crm_id, spec.api_name))
                     continue
                 plan.writes.append(
@@ -157,6 +161,16 @@ def _edited_by_person(
     if current is None or current == "":
         return False
     return not _same_value(current, json.loads(last_json))
+
+
+def _keep_edit(policy: OverwritePolicy, edited_at: datetime | None, rep_edit_days: int) -> bool:
+    if policy == "always":
+        return False
+    if policy == "only_if_empty":
+        return True  # the field holds the person's value, so it is not empty
+    if edited_at is None:
+        return True
+    return datetime.now(UTC) - edited_at < timedelta(days=rep_edit_days)
 
 
 def _same_value(crm_value: Any, written: Any) -> bool:
@@ -251,8 +265,8 @@ def write_values(
     from core.services import current
 
     services = current()
-    policy = _policy(services, tenant_id)
-    plan = plan_writes(services, tenant_id, entity, results, policy=policy)
+    policy, days = _policy(services, tenant_id)
+    plan = plan_writes(services, tenant_id, entity, results, policy=policy, rep_edit_days=days)
     if dry_run or not plan.writes:
         return plan, None
     connector = connector_for(tenant_id, services.connector_context)
@@ -261,10 +275,12 @@ def write_values(
     )
 
 
-def _policy(services: Services, tenant_id: str) -> OverwritePolicy:
-    settings = services.registry.get(tenant_id).settings
-    chosen = (settings.get("scoring") or {}).get("overwrite_policy", "respect_edits")
-    return "overwrite" if chosen == "overwrite" else "respect_edits"
+def _policy(services: Services, tenant_id: str) -> tuple[OverwritePolicy, int]:
+    from scoring.settings import load_settings
+
+    settings = load_settings(services.registry, tenant_id)
+    policy: OverwritePolicy = settings.overwrite_policy  # type: ignore[assignment]
+    return policy, settings.rep_edit_days
 
 
 def describe_plan(plan: WritePlan) -> list[dict[str, Any]]:
@@ -292,7 +308,8 @@ def write_results(tenant_id: str, kind: str, crm_ids: list[str]) -> dict[str, An
     def work(services: Services, connector: Connector) -> dict[str, Any]:
         results = latest_results(services.store, tenant_id, kind, crm_ids)
         values = {crm_id: result.values() for crm_id, result in results.items()}
-        plan = plan_writes(services, tenant_id, kind, values, policy=_policy(services, tenant_id))
+        policy, days = _policy(services, tenant_id)
+        plan = plan_writes(services, tenant_id, kind, values, policy=policy, rep_edit_days=days)
         summary = WriteSummary()
         if plan.writes:
             versions = sorted({r.model_version for r in results.values()})

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -63,20 +63,32 @@ def test_values_equal_to_the_last_write_cost_nothing(services):
     ]
 
 
-def test_a_value_a_person_edited_after_our_write_is_left_alone_unless_policy_overwrites(services):
+@pytest.mark.parametrize(
+    ("policy", "edited_days_ago", "kept"),
+    [
+        ("keep_rep_edits", 1, True),
+        ("keep_rep_edits", 30, False),
+        ("only_if_empty", 30, True),
+        ("always", 1, False),
+    ],
+)
+def test_a_value_a_person_edited_after_our_write_is_treated_as_the_policy_says(
+    services, policy, edited_days_ago, kept
+):
     services.store.record_writes(
         SF, "Lead", [("00Q0001", "Fieldwise_AI_Grade__c", as_json("Warm"))]
     )
+    edited_at = datetime.now(UTC) - timedelta(days=edited_days_ago)
     services.store.upsert(SF, "lead", [{
-        "tenant_id": SF, "crm": "salesforce", "crm_id": "00Q0001", "updated_at": NOW,
+        "tenant_id": SF, "crm": "salesforce", "crm_id": "00Q0001", "updated_at": edited_at,
         "custom": {"Fieldwise_AI_Grade__c": "Cold"},
     }])  # fmt: skip
-    wanted = {"00Q0001": {"grade": "Hot"}}
-    kept = plan_writes(services, SF, "lead", wanted)
-    assert kept.writes == []
-    assert kept.kept_human_edits == [("00Q0001", "Fieldwise_AI_Grade__c")]
-    forced = plan_writes(services, SF, "lead", wanted, policy="overwrite")
-    assert [w.new_json for w in forced.writes] == ['"Hot"']
+    plan = plan_writes(services, SF, "lead", {"00Q0001": {"grade": "Hot"}}, policy=policy)
+    if kept:
+        assert plan.writes == []
+        assert plan.kept_human_edits == [("00Q0001", "Fieldwise_AI_Grade__c")]
+    else:
+        assert [w.new_json for w in plan.writes] == ['"Hot"']
 
 
 def test_a_crm_value_that_still_matches_our_write_is_not_a_human_edit(services):
@@ -90,7 +102,9 @@ def test_a_crm_value_that_still_matches_our_write_is_not_a_human_edit(services):
 
 
 def test_dry_run_listing_shows_old_and_new_per_field_in_a_stable_order(services):
-    plan = plan_writes(services, HS, "opportunity", {"9": {"score": 12, "forecast_note": "At risk"}})
+    plan = plan_writes(
+        services, HS, "opportunity", {"9": {"score": 12, "forecast_note": "At risk"}}
+    )
     assert describe_plan(plan) == [
         {"object": "deals", "crm_id": "9", "field": "fieldwise_ai_forecast_note", "old": None,
          "new": '"At risk"'},

@@ -1,0 +1,104 @@
+"""What rescoring costs in CRM API calls, counted by the sandboxes themselves."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from connectors.base import connector_for
+from core.config import Config, Secret
+from core.services import configure
+from core.tenants import Tenant, Tokens, tenant_id_for
+from sandbox.history import generate
+from sandbox.hubspot import HubSpotSandbox
+from sandbox.salesforce import SalesforceSandbox
+from sync.writeback import write_values
+
+LEADS = 10_000
+CHANGED = 500
+
+
+@pytest.fixture(scope="module")
+def crms(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("writeback-cost")
+    history = generate(seed=5, n_leads=LEADS)
+    salesforce, hubspot = SalesforceSandbox(folder / "sf"), HubSpotSandbox(folder / "hs")
+    for sandbox in (salesforce, hubspot):
+        sandbox.start()
+        sandbox.load_history(history)
+    services = configure(
+        Config.for_demo(
+            lancedb_uri=str(folder / "db"),
+            salesforce_login_url=salesforce.instance_url,
+            ca_bundle=str(salesforce.ca_cert),
+            salesforce_client_id=salesforce.client_id,
+            salesforce_client_secret=Secret(salesforce.client_secret),
+            hubspot_client_id=hubspot.client_id,
+            hubspot_client_secret=Secret(hubspot.client_secret),
+            hubspot_app_id=str(hubspot.app_id),
+            hubspot_developer_api_key=Secret(hubspot.developer_api_key),
+            hubspot_api_url=hubspot.base_url,
+            hubspot_authorize_url=f"{hubspot.base_url}/oauth/authorize",
+        )
+    )
+    tenants = {
+        "salesforce": services.registry.save(
+            Tenant(tenant_id_for("salesforce", salesforce.org_id), "salesforce", salesforce.org_id,
+                   salesforce.instance_url, status="active", integration_user_id=salesforce.user_id),
+            Tokens(salesforce.access_token),
+        ),
+        "hubspot": services.registry.save(
+            Tenant(tenant_id_for("hubspot", str(hubspot.portal_id)), "hubspot",
+                   str(hubspot.portal_id), hubspot.base_url, status="active",
+                   integration_user_id=str(hubspot.app_id)),
+            Tokens(hubspot.access_token, hubspot.refresh_token),
+        ),
+    }  # fmt: skip
+    for tenant in tenants.values():
+        connector_for(tenant.tenant_id, services.connector_context).install()
+    lead_ids = {
+        "salesforce": [rid for rid, _ in salesforce.state.store.iter("Lead")][:LEADS],
+        "hubspot": [rid for rid, _ in hubspot.state.store.iter("contacts")][:LEADS],
+    }
+    yield {"salesforce": salesforce, "hubspot": hubspot}, tenants, lead_ids
+    services.queue.stop()
+    salesforce.stop()
+    hubspot.stop()
+
+
+def api_calls(sandbox):
+    return sum(1 for entry in sandbox.state.log.snapshot()["requests"] if entry.get("api_call"))
+
+
+def results(ids, bump=()):
+    bumped = set(bump)
+    return {
+        crm_id: {"score": 71 if crm_id in bumped else 30 + i % 40,
+                 "grade": "Hot" if crm_id in bumped else "Cold",
+                 "reasons": "Opened 4 emails in the last 30 days"}
+        for i, crm_id in enumerate(ids)
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("crm", "batch"), [("salesforce", 200), ("hubspot", 100)])
+def test_rescoring_10k_leads_costs_nothing_when_unchanged_and_one_call_per_batch_for_5_percent(
+    crms, crm, batch
+):
+    sandboxes, tenants, lead_ids = crms
+    sandbox, tenant_id, ids = sandboxes[crm], tenants[crm].tenant_id, lead_ids[crm]
+    assert len(ids) == LEADS
+
+    plan, summary = write_values(tenant_id, "lead", results(ids))
+    assert summary is not None and summary.records == LEADS and summary.failed == []
+
+    sandbox.state.log.reset()
+    plan, summary = write_values(tenant_id, "lead", results(ids))
+    assert plan.writes == [] and summary is None
+    assert api_calls(sandbox) == 0
+
+    changed = ids[:: LEADS // CHANGED][:CHANGED]
+    sandbox.state.log.reset()
+    plan, summary = write_values(tenant_id, "lead", results(ids, bump=changed))
+    assert summary is not None and summary.records == CHANGED
+    assert api_calls(sandbox) <= math.ceil(CHANGED / batch)
