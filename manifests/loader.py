@@ -202,6 +202,9 @@ class Manifest:
     widgets: tuple[WidgetSpec, ...]
     permission_sets: tuple[PermissionSetSpec, ...] = ()
     property_group: PropertyGroupSpec | None = None
+    consent_opt_out_fields: tuple[str, ...] = ()
+    """Fields whose true value means the person forbade profiling or processing: such records are
+    not scored, not embedded and never sent to an LLM."""
     _by_result: Mapping[tuple[str, str], FieldSpec] = field(default_factory=dict, repr=False)
 
     @property
@@ -520,6 +523,7 @@ def _freeze(data: dict[str, Any], path: Path, widgets: tuple[WidgetSpec, ...]) -
         version=data["version"],
         path=path,
         base_scopes=tuple(data["base_scopes"]),
+        consent_opt_out_fields=tuple(data["consent_opt_out_fields"]),
         features=types.MappingProxyType(
             {
                 name: FeatureSpec(name, f["description"], tuple(f["scopes"]))

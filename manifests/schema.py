@@ -416,6 +416,11 @@ class ManifestSchema(StrictSchema):
         required=True,
     )
     widgets = fields.List(fields.Nested(WidgetSchema), load_default=list)
+    consent_opt_out_fields = fields.List(
+        fields.String(validate=validate.Length(min=1)),
+        required=True,
+        validate=validate.Length(min=1),
+    )
 
     CRM: ClassVar[str] = ""
     ECHO_FIELDS: ClassVar[frozenset[str]] = frozenset()

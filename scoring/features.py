@@ -27,7 +27,7 @@ review, pilots, budget), activity density and age.
 
 **Consent.** Records whose consent fields forbid profiling are dropped before anything is computed;
 :func:`consent_blocked` applies the same rule for embedding and LLM code. The fields are named in
-:data:`CONSENT_OPT_OUT_FIELDS` (the one place): the CRM fields a connector copies into ``custom``.
+each CRM's manifest (``consent_opt_out_fields``): CRM fields a connector copies into ``custom``.
 """
 
 from __future__ import annotations
@@ -54,21 +54,6 @@ DEFAULT_HORIZON_DAYS = 30
 """A lead's prediction point when the tenant has no conversions to learn it from."""
 _DAY = pd.Timedelta(days=1)
 
-CONSENT_OPT_OUT_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "salesforce": (
-        "HasOptedOutProcessing",
-        "HasOptedOutProfiling",
-        "HasOptedOutOfProcessing__c",
-        "HasOptedOutOfProfiling__c",
-        "Fieldwise_No_Profiling__c",
-    ),
-    "hubspot": (
-        "hs_data_processing_opt_out",
-        "no_profiling",
-        "opted_out_of_processing",
-        "fieldwise_no_profiling",
-    ),
-}
 """Per CRM, the ``custom`` keys whose true value forbids profiling and processing. Salesforce keeps
 the standard flags on the Individual record (``HasOptedOutProcessing``, ``HasOptedOutProfiling``);
 a connector or a formula field copies them onto the lead/contact. Keys match case-insensitively."""
@@ -140,11 +125,17 @@ def consent_blocked(record: Mapping[str, Any], crm: str | None = None) -> bool:
     custom = _custom_dict(record.get("custom"))
     if not custom:
         return False
-    names = CONSENT_OPT_OUT_FIELDS.get(crm or str(record.get("crm") or ""), ())
-    if not names:
-        names = tuple(n for group in CONSENT_OPT_OUT_FIELDS.values() for n in group)
+    names = _consent_fields(crm or str(record.get("crm") or ""))
     wanted = {n.lower() for n in names}
     return any(k.lower() in wanted and _truthy(v) for k, v in custom.items())
+
+
+def _consent_fields(crm: str) -> tuple[str, ...]:
+    """The manifest's opt-out fields for a CRM (both CRMs' when the CRM is unknown)."""
+    from manifests.loader import load_manifest
+
+    crms = (crm,) if crm in ("salesforce", "hubspot") else ("salesforce", "hubspot")
+    return tuple(name for c in crms for name in load_manifest(c).consent_opt_out_fields)
 
 
 def _truthy(value: Any) -> bool:

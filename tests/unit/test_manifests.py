@@ -573,3 +573,13 @@ def test_lwc_meta_without_record_page_target_is_rejected(tmp_path: Path) -> None
     meta.write_text(meta.read_text().replace("lightning__RecordPage", "lightning__AppPage"))
     with pytest.raises(ManifestError, match="must target lightning__RecordPage"):
         build_manifest(raw_manifest("salesforce"), folder / "manifest.yaml", "salesforce")
+
+
+def test_consent_opt_out_fields_come_from_each_manifest_and_block_scoring():
+    from scoring.features import consent_blocked
+
+    for crm in ("salesforce", "hubspot"):
+        fields = load_manifest(crm).consent_opt_out_fields
+        assert fields
+        assert consent_blocked({"crm": crm, "custom": {fields[0]: True}})
+        assert not consent_blocked({"crm": crm, "custom": {fields[0]: False}})
