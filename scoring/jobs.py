@@ -10,6 +10,7 @@ re-authorisation too; the write-back job parks itself in that case.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 WRITEBACK_JOB = "sync.writeback.write_results"
 """The write-back job: ``write_results(tenant_id, kind, crm_ids)``."""
+BATCH_INTERVAL_S = 24 * 3600
+"""Every open record is rescored (and drift checked) this often, besides event-driven scoring."""
 WRITEBACK_CHUNK = 500
 """Record ids per write-back job."""
 PARENT_LINKS = {"lead": "lead_id", "opportunity": "opportunity_id"}
@@ -56,7 +59,16 @@ def score_all(tenant_id: str, kind: str) -> dict[str, Any]:
     results = score_and_match(services, tenant_id, kind, None)
     changed = _changed_ids(results)
     queued = queue_writeback(services, tenant_id, kind, changed)
-    return {"scored": len(results), "changed": len(changed), "writeback_jobs": queued}
+    day = int(time.time() // BATCH_INTERVAL_S) + 1
+    services.queue.enqueue_in(
+        BATCH_INTERVAL_S, "scoring.jobs.score_all", tenant_id, kind,
+        job_id=f"score-all:{tenant_id}:{kind}:{day}", queue="low",
+    )  # fmt: skip
+    return {
+        "scored": len(results),
+        "changed": len(changed),
+        "writeback_jobs": queued,
+    }
 
 
 def score_and_match(

@@ -143,7 +143,9 @@ def test_a_delayed_job_waits_its_delay_then_runs(backend, tmp_path):
     out = tmp_path / "out.txt"
     job_id = backend.queue.enqueue_in(0.5, "queue_jobs.append_line", str(out), "later", job_id="d1")
     assert backend.queue.status(job_id) == "scheduled"
-    assert backend.queue.enqueue_in(0.5, "queue_jobs.append_line", str(out), "x", job_id="d1") is None
+    assert (
+        backend.queue.enqueue_in(0.5, "queue_jobs.append_line", str(out), "x", job_id="d1") is None
+    )
     deadline = time.monotonic() + 15
     while not out.exists() and time.monotonic() < deadline:
         if isinstance(backend, RedisBackend):
