@@ -38,11 +38,11 @@ from hubspot.crm.contacts import (
 from simple_salesforce import Salesforce
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from core.config import Config, Secret
+from core.config import Config
 from core.services import Services
 from handlers.app import create_app
 from sandbox.history import best_achievable_auc
-from sandbox.runner import Sandboxes, start_sandboxes
+from sandbox.runner import Sandboxes, crm_settings, start_sandboxes
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +93,8 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
     config = Config.for_demo(
         lancedb_uri=str(data_dir / "lancedb"),
         public_url=app_url,
-        salesforce_client_id=salesforce.client_id,
-        salesforce_client_secret=Secret(salesforce.client_secret),
-        salesforce_login_url=salesforce.instance_url,
-        ca_bundle=str(salesforce.ca_cert),
-        hubspot_client_id=hubspot.client_id,
-        hubspot_client_secret=Secret(hubspot.client_secret),
-        hubspot_app_id=str(hubspot.app_id),
-        hubspot_developer_api_key=Secret(hubspot.developer_api_key),
-        hubspot_api_url=hubspot.base_url,
-        hubspot_authorize_url=f"{hubspot.base_url}/oauth/authorize",
         log_level="WARNING",
+        **crm_settings(salesforce, hubspot),
     )
     app = create_app(config)
     logging.getLogger("werkzeug").setLevel(

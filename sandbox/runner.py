@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.config import Secret
 from sandbox.history import generate
 from sandbox.history_model import History
 from sandbox.hubspot import HubSpotSandbox
@@ -43,6 +44,30 @@ class Sandboxes:
         """Stop both servers."""
         self.salesforce.stop()
         self.hubspot.stop()
+
+
+def crm_settings(
+    salesforce: SalesforceSandbox | None = None, hubspot: HubSpotSandbox | None = None
+) -> dict[str, Any]:
+    """The ``Config`` settings that point Fieldwise at running sandboxes (either or both)."""
+    settings: dict[str, Any] = {}
+    if salesforce is not None:
+        settings.update(
+            salesforce_client_id=salesforce.client_id,
+            salesforce_client_secret=Secret(salesforce.client_secret),
+            salesforce_login_url=salesforce.instance_url,
+            ca_bundle=str(salesforce.ca_cert),
+        )
+    if hubspot is not None:
+        settings.update(
+            hubspot_client_id=hubspot.client_id,
+            hubspot_client_secret=Secret(hubspot.client_secret),
+            hubspot_app_id=str(hubspot.app_id),
+            hubspot_developer_api_key=Secret(hubspot.developer_api_key),
+            hubspot_api_url=hubspot.base_url,
+            hubspot_authorize_url=f"{hubspot.base_url}/oauth/authorize",
+        )
+    return settings
 
 
 def start_sandboxes(

@@ -14,9 +14,10 @@ import pytest
 import requests
 
 from connectors.base import connector_for
-from core.config import Config, Secret
+from core.config import Config
 from handlers.app import create_app
 from sandbox.history import generate
+from sandbox.runner import crm_settings
 from sandbox.salesforce import SalesforceSandbox
 
 PUBLIC_URL = "http://fieldwise.test"
@@ -59,12 +60,7 @@ def test_salesforce_installs_through_the_oauth_redirects_then_provisions_and_bac
 ):
     before = custom_fields(salesforce, "Lead")
     config = Config.for_demo(
-        lancedb_uri=str(tmp_path / "db"),
-        public_url=PUBLIC_URL,
-        salesforce_login_url=salesforce.instance_url,
-        ca_bundle=str(salesforce.ca_cert),
-        salesforce_client_id=salesforce.client_id,
-        salesforce_client_secret=Secret(salesforce.client_secret),
+        lancedb_uri=str(tmp_path / "db"), public_url=PUBLIC_URL, **crm_settings(salesforce)
     )
     app = create_app(config)
     client = app.test_client()
@@ -98,12 +94,7 @@ def test_salesforce_installs_through_the_oauth_redirects_then_provisions_and_bac
 
 def test_a_forged_or_replayed_state_is_refused(salesforce, tmp_path):
     config = Config.for_demo(
-        lancedb_uri=str(tmp_path / "db"),
-        public_url=PUBLIC_URL,
-        salesforce_login_url=salesforce.instance_url,
-        ca_bundle=str(salesforce.ca_cert),
-        salesforce_client_id=salesforce.client_id,
-        salesforce_client_secret=Secret(salesforce.client_secret),
+        lancedb_uri=str(tmp_path / "db"), public_url=PUBLIC_URL, **crm_settings(salesforce)
     )
     client = create_app(config).test_client()
     forged = client.get("/oauth/salesforce/callback?code=abc&state=not-a-sealed-state")
@@ -135,12 +126,7 @@ def hubspot_config(sb, folder, **overrides):
     return Config.for_demo(
         lancedb_uri=str(folder / "db"),
         public_url=PUBLIC_URL,
-        hubspot_client_id=sb.client_id,
-        hubspot_client_secret=Secret(sb.client_secret),
-        hubspot_app_id=str(sb.app_id),
-        hubspot_developer_api_key=Secret(sb.developer_api_key),
-        hubspot_api_url=sb.base_url,
-        hubspot_authorize_url=f"{sb.base_url}/oauth/authorize",
+        **crm_settings(hubspot=sb),
         **overrides,
     )
 

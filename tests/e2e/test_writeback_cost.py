@@ -7,11 +7,12 @@ import math
 import pytest
 
 from connectors.base import connector_for
-from core.config import Config, Secret
+from core.config import Config
 from core.services import configure
 from core.tenants import Tenant, Tokens, tenant_id_for
 from sandbox.history import generate
 from sandbox.hubspot import HubSpotSandbox
+from sandbox.runner import crm_settings
 from sandbox.salesforce import SalesforceSandbox
 from sync.writeback import write_values
 
@@ -28,19 +29,7 @@ def crms(tmp_path_factory):
         sandbox.start()
         sandbox.load_history(history)
     services = configure(
-        Config.for_demo(
-            lancedb_uri=str(folder / "db"),
-            salesforce_login_url=salesforce.instance_url,
-            ca_bundle=str(salesforce.ca_cert),
-            salesforce_client_id=salesforce.client_id,
-            salesforce_client_secret=Secret(salesforce.client_secret),
-            hubspot_client_id=hubspot.client_id,
-            hubspot_client_secret=Secret(hubspot.client_secret),
-            hubspot_app_id=str(hubspot.app_id),
-            hubspot_developer_api_key=Secret(hubspot.developer_api_key),
-            hubspot_api_url=hubspot.base_url,
-            hubspot_authorize_url=f"{hubspot.base_url}/oauth/authorize",
-        )
+        Config.for_demo(lancedb_uri=str(folder / "db"), **crm_settings(salesforce, hubspot))
     )
     tenants = {
         "salesforce": services.registry.save(
