@@ -111,6 +111,8 @@ class ObjectSpec:
     write_scopes: tuple[str, ...]
     type_id: str | None = None
     """HubSpot objectTypeId (``0-1``); None for Salesforce."""
+    assign_owner_field: str | None = None
+    """The owner field routing writes when auto-assign is on (a standard field, never created)."""
     singular: str | None = None
     """HubSpot's singular object name (``contact``) used in webhook configs; None for Salesforce."""
 
@@ -256,6 +258,29 @@ class Manifest:
     def owned_field_names(self, object_name: str) -> frozenset[str]:
         """API names of the owned fields, for dropping echoes of Fieldwise's own writes."""
         return frozenset(f.api_name for f in self.object(object_name).fields)
+
+    def assignment_field(self, object_name: str) -> FieldSpec | None:
+        """The owner field auto-assign writes on an object (result ``assign_owner``), if any.
+
+        It is not an owned field: provisioning never creates or removes it.
+        """
+        owner = self.object(object_name).assign_owner_field
+        if owner is None:
+            return None
+        return FieldSpec(
+            object_name=object_name,
+            api_name=owner,
+            label="Owner",
+            help_text="Set by Fieldwise routing when the tenant turns on auto-assign.",
+            type="Lookup" if self.crm == "salesforce" else "string",
+            result="assign_owner",
+            feature="routing",
+        )
+
+    def writable_fields(self, object_name: str) -> list[FieldSpec]:
+        """Every field write-back may write on an object: the owned ones and the owner field."""
+        assignment = self.assignment_field(object_name)
+        return self.owned_fields(object_name) + ([assignment] if assignment else [])
 
     def field_for(self, object_name: str, result: str) -> FieldSpec | None:
         """The field ``result`` is written to on ``object_name``; None where it does not apply."""
@@ -494,6 +519,7 @@ def _freeze(data: dict[str, Any], path: Path, widgets: tuple[WidgetSpec, ...]) -
             write_scopes=tuple(obj["write_scopes"]),
             type_id=obj.get("type_id"),
             singular=obj.get("singular"),
+            assign_owner_field=obj.get("assign_owner_field"),
         )
     subscriptions: list[Subscription] = []
     for sub in data["subscriptions"]:

@@ -250,6 +250,19 @@ class ObjectBaseSchema(StrictSchema):
     )
     """CRM field -> canonical attribute it feeds (``custom`` for the record's custom map, null
     when it is read only for bookkeeping such as echo detection)."""
+    assign_owner_field = fields.String(load_default=None)
+    """The CRM's owner field, which routing writes when a tenant turns auto-assign on. It is one of
+    the inputs (Fieldwise reads it to see a manager's manual changes) and never a field Fieldwise
+    creates."""
+
+    @validates_schema
+    def _owner_field_is_an_input(self, data: dict[str, Any], **kwargs: Any) -> None:
+        owner = data.get("assign_owner_field")
+        if owner is not None and owner not in data["inputs"]:
+            raise ValidationError(
+                f"{owner!r} must also be listed in inputs: routing must see manual owner changes",
+                "assign_owner_field",
+            )
 
     @validates_schema
     def _canonical_attributes(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -50,8 +50,10 @@ RESULTS = (
     "segment",
     "suggested_owner",
     "match_reason",
+    "assign_owner",
 )
-"""The manifest result names a :class:`ScoreResult` fills."""
+"""The manifest result names a :class:`ScoreResult` fills (``assign_owner`` only when the tenant
+auto-assigns: it is written to the object's owner field)."""
 
 
 class ScorerUnavailable(RuntimeError):

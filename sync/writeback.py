@@ -116,7 +116,9 @@ def plan_writes(
     for object_name in manifest.objects_for_entity(entity):
         specs: dict[str, FieldSpec] = {}
         for result in {name for values in results.values() for name in values}:
-            spec = manifest.field_for(object_name, result)
+            spec = manifest.field_for(object_name, result) or (
+                manifest.assignment_field(object_name) if result == "assign_owner" else None
+            )
             if spec is not None:
                 specs[result] = spec
         if not specs:

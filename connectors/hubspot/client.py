@@ -402,7 +402,7 @@ class HubSpotConnector:
                 missing scope, refused tokens); batches before it were written.
         """
         object_type = self._writable_object(entity)
-        specs = {spec.api_name: spec for spec in self.manifest.owned_fields(object_type)}
+        specs = {spec.api_name: spec for spec in self.manifest.writable_fields(object_type)}
         unknown = sorted({name for values in updates.values() for name in values} - set(specs))
         if unknown:
             raise ValueError(

@@ -436,7 +436,7 @@ class SalesforceConnector:
         """
         batches: list[list[dict[str, Any]]] = []
         for object_name, ids in self._by_object(entity, list(updates)).items():
-            specs = {spec.api_name: spec for spec in self.manifest.owned_fields(object_name)}
+            specs = {spec.api_name: spec for spec in self.manifest.writable_fields(object_name)}
             if ids and not specs:
                 raise ValueError(f"Fieldwise writes no fields to {object_name}")
             records = [

@@ -479,9 +479,9 @@ def test_writing_10k_changed_records_costs_at_most_100_calls(fresh_sandbox, tmp_
 def test_one_invalid_record_in_a_batch_is_reported_alone(fresh_sandbox, tmp_path):
     ids = insert_contacts(fresh_sandbox, 10, "2025-01-01T00:00:00.000Z")
     env = _installed(fresh_sandbox, tmp_path)
-    updates = {crm_id: {"fieldwise_ai_grade": "B", "fieldwise_ai_score": 61.5} for crm_id in ids}
+    updates = {crm_id: {"fieldwise_ai_grade": "Warm", "fieldwise_ai_score": 61.5} for crm_id in ids}
     updates[ids[4]] = {"fieldwise_ai_grade": "Z"}
-    updates["999999999"] = {"fieldwise_ai_grade": "A"}
+    updates["999999999"] = {"fieldwise_ai_grade": "Hot"}
 
     results = {r.crm_id: r for r in env.connector().write("lead", updates)}
 
@@ -490,7 +490,7 @@ def test_one_invalid_record_in_a_batch_is_reported_alone(fresh_sandbox, tmp_path
     missing = results["999999999"]
     assert not missing.ok and missing.error_kind == "skippable"
     assert all(results[i].ok for i in ids if i != ids[4])
-    assert fresh_sandbox.repo.get("contacts", ids[0])["properties"]["fieldwise_ai_grade"] == "B"
+    assert fresh_sandbox.repo.get("contacts", ids[0])["properties"]["fieldwise_ai_grade"] == "Warm"
     assert fresh_sandbox.repo.get("contacts", ids[0])["properties"]["fieldwise_ai_score"] == "61.5"
     # Written with the app's token: HubSpot records the change as the integration's.
     entry = fresh_sandbox.repo.get("contacts", ids[0])["history"]["fieldwise_ai_grade"][-1]
@@ -523,7 +523,7 @@ def test_three_writers_share_a_redis_budget_and_stay_under_the_ten_second_limit(
             connector = env.connector()
             try:
                 outcomes.extend(
-                    connector.write("lead", {i: {"fieldwise_ai_grade": "C"} for i in chunk})
+                    connector.write("lead", {i: {"fieldwise_ai_grade": "Cold"} for i in chunk})
                 )
             except Exception as exc:  # surfaced by the assertion below
                 outcomes.append(exc)
@@ -539,7 +539,7 @@ def test_three_writers_share_a_redis_budget_and_stay_under_the_ten_second_limit(
         print(f"\nthree writers, limit 20/10 s: {env.statuses()[429]} 429s")
         assert env.statuses()[429] == 0
         assert all(
-            sb.repo.get("contacts", i)["properties"]["fieldwise_ai_grade"] == "C" for i in ids
+            sb.repo.get("contacts", i)["properties"]["fieldwise_ai_grade"] == "Cold" for i in ids
         )
     finally:
         sb.stop()

@@ -396,16 +396,16 @@ def test_a_record_the_org_refuses_fails_alone(sf_write_env):
     ids = lead_ids(env, 5)
     deleted = env.api.create("Lead", LastName="Soon gone", Company="C")
     env.api.delete(f"sobjects/Lead/{deleted}")
-    updates = {i: {"Fieldwise_AI_Grade__c": "A"} for i in ids}
+    updates = {i: {"Fieldwise_AI_Grade__c": "Hot"} for i in ids}
     updates[ids[2]] = {"Fieldwise_AI_Grade__c": "Z"}
-    updates[deleted] = {"Fieldwise_AI_Grade__c": "B"}
+    updates[deleted] = {"Fieldwise_AI_Grade__c": "Warm"}
     results = {r.crm_id: r for r in env.connector().write("lead", updates)}
     bad = results[ids[2]]
     assert (bad.ok, bad.error_kind) == (False, "skippable")
     assert "restricted picklist" in bad.error
     assert (results[deleted].ok, results[deleted].error_kind) == (False, "skippable")
     assert all(results[i].ok for i in ids if i != ids[2])
-    assert env.sb.state.store.get("Lead", ids[0])["Fieldwise_AI_Grade__c"] == "A"
+    assert env.sb.state.store.get("Lead", ids[0])["Fieldwise_AI_Grade__c"] == "Hot"
 
 
 def test_writes_carry_call_options_so_change_events_show_fieldwise(sf_write_env, sf_receiver):

@@ -91,3 +91,26 @@ def test_rescoring_10k_leads_costs_nothing_when_unchanged_and_one_call_per_batch
     plan, summary = write_values(tenant_id, "lead", results(ids, bump=changed))
     assert summary is not None and summary.records == CHANGED
     assert api_calls(sandbox) <= math.ceil(CHANGED / batch)
+
+
+@pytest.mark.parametrize(
+    ("crm", "object_type", "owner_field"),
+    [("salesforce", "Lead", "OwnerId"), ("hubspot", "contacts", None)],
+)
+def test_auto_assign_writes_the_crm_owner_field_and_nothing_else_outside_fieldwise_fields(
+    crms, crm, object_type, owner_field
+):
+    sandboxes, tenants, lead_ids = crms
+    sandbox, tenant_id = sandboxes[crm], tenants[crm].tenant_id
+    users = "User" if crm == "salesforce" else "owners"
+    owner_ids = [uid for uid, _ in sandbox.state.store.iter(users)]
+    lead = lead_ids[crm][-1]
+    record = sandbox.state.store.get(object_type, lead)
+    current = record["OwnerId"] if crm == "salesforce" else record["properties"]["hubspot_owner_id"]
+    new_owner = next(str(o) for o in owner_ids if str(o) != str(current))
+    plan, summary = write_values(tenant_id, "lead", {lead: {"assign_owner": new_owner}})
+    assert summary is not None and summary.records == 1
+    assert [w.field for w in plan.writes] == [owner_field or "hubspot_owner_id"]
+    record = sandbox.state.store.get(object_type, lead)
+    stored = record["OwnerId"] if crm == "salesforce" else record["properties"]["hubspot_owner_id"]
+    assert str(stored) == new_owner

@@ -583,3 +583,21 @@ def test_consent_opt_out_fields_come_from_each_manifest_and_block_scoring():
         assert fields
         assert consent_blocked({"crm": crm, "custom": {fields[0]: True}})
         assert not consent_blocked({"crm": crm, "custom": {fields[0]: False}})
+
+
+def test_the_auto_assign_owner_field_must_be_read_too_and_is_never_provisioned() -> None:
+    def unread_owner(raw: dict[str, Any]) -> None:
+        raw["objects"]["Lead"]["assign_owner_field"] = "Owner_Not_Read__c"
+
+    message = error_of("salesforce", unread_owner)
+    assert "objects.Lead.assign_owner_field" in message and "inputs" in message
+    for crm, obj, owner in (
+        ("salesforce", "Lead", "OwnerId"),
+        ("hubspot", "contacts", "hubspot_owner_id"),
+    ):
+        manifest = load_manifest(crm)
+        assignment = manifest.assignment_field(obj)
+        assert assignment is not None and assignment.api_name == owner
+        assert assignment.result == "assign_owner"
+        assert owner not in {f.api_name for f in manifest.owned_fields(obj)}
+        assert owner in {f.api_name for f in manifest.writable_fields(obj)}

@@ -173,7 +173,7 @@ def test_values_are_formatted_per_field_type():
     out = mappers.to_salesforce_values(
         {
             "Fieldwise_AI_Score__c": 87.6,
-            "Fieldwise_AI_Grade__c": "B",
+            "Fieldwise_AI_Grade__c": "Warm",
             "Fieldwise_AI_Score_Changed_At__c": when,
             "Fieldwise_AI_Battle_Card__c": "Win on price\n<not a tag",
             "Fieldwise_AI_Risk_Flags__c": ["No activity in 30 days", "Single contact"],
@@ -183,7 +183,7 @@ def test_values_are_formatted_per_field_type():
     )
     assert out == {
         "Fieldwise_AI_Score__c": 88,
-        "Fieldwise_AI_Grade__c": "B",
+        "Fieldwise_AI_Grade__c": "Warm",
         "Fieldwise_AI_Score_Changed_At__c": "2026-11-22T15:04:05.678+0000",
         "Fieldwise_AI_Battle_Card__c": "Win on price<br>&lt;not a tag",
         "Fieldwise_AI_Risk_Flags__c": "No activity in 30 days\nSingle contact",
