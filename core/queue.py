@@ -17,8 +17,10 @@ callers (webhook handlers) can answer 503 and let the CRM redeliver.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
+import re
 import threading
 import time
 import traceback
@@ -28,7 +30,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import redis
-from rq import Queue, Retry
+from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
 
@@ -44,6 +46,16 @@ RESULT_TTL_S = 3600
 """How long a finished job (and so its id, for dedupe) is kept."""
 FAILURE_TTL_S = 7 * 24 * 3600
 """How long a failed job is kept for inspection and requeueing."""
+HEARTBEAT_S = 5
+"""How often a worker refreshes the heartbeat of the job it is running."""
+ABANDONED_AFTER_S = 15
+"""A running job whose heartbeat is this old belongs to a dead worker (SIGKILL, lost machine)."""
+MAINTENANCE_S = 10
+"""How often a worker looks for abandoned jobs (and requeues them, retries permitting)."""
+WORKER_TTL_S = 30
+"""A worker's own registration expires this long after its last sign of life; an idle worker
+wakes from its blocking dequeue every ``WORKER_TTL_S - 15`` seconds to run its maintenance."""
+_RQ_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class QueueUnavailable(Exception):
@@ -136,6 +148,20 @@ def _rq_retry(retry: RetryPolicy | None) -> Retry | None:
     return Retry(max=retry.max, interval=[round(s) for s in retry.intervals] or 0)
 
 
+def rq_job_id(job_id: str) -> str:
+    """The id rq stores a job under.
+
+    rq accepts only letters, digits, ``_`` and ``-`` in a job id, while Fieldwise's deterministic
+    ids read ``backfill:<tenant>:<entity>``. Such an id keeps a readable form with the other
+    characters replaced, plus a digest of the original, so distinct ids stay distinct and the
+    same id always maps to the same rq id (which is what makes enqueueing idempotent).
+    """
+    if _RQ_JOB_ID.fullmatch(job_id):
+        return job_id
+    digest = hashlib.sha256(job_id.encode()).hexdigest()[:12]
+    return f"{re.sub(r'[^A-Za-z0-9_-]', '_', job_id)[:160]}-{digest}"
+
+
 class RedisQueue:
     """rq queues on one Redis connection."""
 
@@ -159,7 +185,7 @@ class RedisQueue:
             job = target.enqueue_call(
                 func,
                 args=args,
-                job_id=job_id,
+                job_id=None if job_id is None else rq_job_id(job_id),
                 retry=rq_retry,
                 timeout=JOB_TIMEOUT_S,
                 result_ttl=RESULT_TTL_S,
@@ -186,13 +212,14 @@ class RedisQueue:
         resolve(func)
         rq_retry = _rq_retry(retry)
         try:
-            if job_id is not None and Job.exists(job_id, connection=self.connection):
+            rq_id = None if job_id is None else rq_job_id(job_id)
+            if rq_id is not None and Job.exists(rq_id, connection=self.connection):
                 return None
             job = target.enqueue_in(
                 timedelta(seconds=delay_s),
                 func,
                 *args,
-                job_id=job_id,
+                job_id=rq_id,
                 retry=rq_retry,
                 job_timeout=JOB_TIMEOUT_S,
                 result_ttl=RESULT_TTL_S,
@@ -205,7 +232,7 @@ class RedisQueue:
     def status(self, job_id: str) -> str | None:
         """The rq status of a job."""
         try:
-            job = Job.fetch(job_id, connection=self.connection)
+            job = Job.fetch(rq_job_id(job_id), connection=self.connection)
         except NoSuchJobError:
             return None
         except redis.RedisError as exc:
@@ -216,7 +243,7 @@ class RedisQueue:
     def error(self, job_id: str) -> str | None:
         """The traceback text of a failed job."""
         try:
-            job = Job.fetch(job_id, connection=self.connection)
+            job = Job.fetch(rq_job_id(job_id), connection=self.connection)
         except NoSuchJobError:
             return None
         latest = job.latest_result()
@@ -235,10 +262,38 @@ class RedisQueue:
         """The rq queues, highest priority first (for workers)."""
         return [self._queues[name] for name in QUEUE_NAMES]
 
+    def worker(self) -> Worker:
+        """An rq worker for these queues, tuned to notice a dead worker's job within seconds.
+
+        rq's defaults renew a running job's heartbeat every 30 s with 60 s of grace and look for
+        abandoned jobs every 10 minutes, so a backfill whose worker was SIGKILLed stood still for
+        that long before rq retried it. Here a job counts as abandoned once its heartbeat is
+        ``ABANDONED_AFTER_S`` old, and workers look every ``MAINTENANCE_S``; the retry then resumes
+        from the job's own checkpoint.
+        """
+        return _FieldwiseWorker(
+            self.queues(),
+            connection=self.connection,
+            job_monitoring_interval=HEARTBEAT_S,
+            maintenance_interval=MAINTENANCE_S,
+            worker_ttl=WORKER_TTL_S,
+        )
+
     def _queue(self, name: str) -> Queue:
         if name not in self._queues:
             raise ValueError(f"unknown queue {name!r}; expected one of {', '.join(QUEUE_NAMES)}")
         return self._queues[name]
+
+
+class _FieldwiseWorker(Worker):
+    """rq's forking worker with a short heartbeat grace (see :meth:`RedisQueue.worker`)."""
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        """Seconds the running job's heartbeat stays valid (rq adds a fixed 60 s of grace)."""
+        grace = ABANDONED_AFTER_S - HEARTBEAT_S
+        if job.timeout and job.timeout > 0:
+            return int(min(job.timeout - working_time, HEARTBEAT_S)) + grace
+        return HEARTBEAT_S + grace
 
 
 # --------------------------------------------------------------------------------------------------

@@ -224,10 +224,23 @@ CHILD_LINKS = {
 """Entities whose deletion or merge carries over to the notes and activities that point at them."""
 
 
+SHARED_OBJECTS = {("hubspot", "contacts"): ("lead", "contact")}
+"""CRM objects that feed more than their manifest entity. HubSpot keeps leads and customers in
+one object; its connector sorts contacts into ``lead`` and ``contact`` by lifecycle stage, and a
+converted lead is both (``connectors.hubspot.mappers.is_lead``/``is_contact``). A change to a
+contact must reach both tables: reading it as a ``lead`` only left every customer-stage contact
+stale after its first backfill."""
+
+
 def _entity(tenant_crm: str, object_name: str) -> str:
     from manifests.loader import load_manifest
 
     return load_manifest(tenant_crm).canonical_entity(object_name)
+
+
+def _entities(tenant_crm: str, object_name: str) -> tuple[str, ...]:
+    """Every canonical entity a CRM object's records may belong to."""
+    return SHARED_OBJECTS.get((tenant_crm, object_name)) or (_entity(tenant_crm, object_name),)
 
 
 def fetch_changes(tenant_id: str, object_name: str) -> dict[str, Any] | None:
@@ -239,23 +252,27 @@ def fetch_changes(tenant_id: str, object_name: str) -> dict[str, Any] | None:
 
     def work(services: Services, connector: Connector) -> dict[str, Any]:
         scope = f"{tenant_id}:{object_name}"
-        ids = services.events.claim_pending(scope)
-        entity = _entity(connector.crm, object_name)
+        claim = services.events.claim(scope)
+        ids = claim.ids
+        entities = _entities(connector.crm, object_name)
         stored = 0
-        found: list[str] = []
+        found: dict[str, list[str]] = {entity: [] for entity in entities}
         for start in range(0, len(ids), FETCH_CHUNK):
             chunk = ids[start : start + FETCH_CHUNK]
-            records = connector.fetch(entity, chunk)
-            if records:
-                result = services.store.upsert(tenant_id, entity, records)
-                stored += result.inserted + result.updated
-                found.extend(r["crm_id"] for r in records)
-            services.events.done_pending(scope, chunk)
-        if stored:
-            # Scoring decides what changed materially; unchanged results cost no write.
-            services.queue.enqueue(
-                "scoring.jobs.score_changed", tenant_id, entity, found, queue="default"
-            )
+            for entity in entities:
+                records = connector.fetch(entity, chunk)
+                if records:
+                    result = services.store.upsert(tenant_id, entity, records)
+                    stored += result.inserted + result.updated
+                    found[entity].extend(r["crm_id"] for r in records)
+            # Only ids not changed again since the claim: a newer change needs the next fetch.
+            services.events.done_pending(scope, chunk, claim.generation)
+        for entity, crm_ids in found.items():
+            if crm_ids:
+                # Scoring decides what changed materially; unchanged results cost no write.
+                services.queue.enqueue(
+                    "scoring.jobs.score_changed", tenant_id, entity, crm_ids, queue="default"
+                )
         return {"object": object_name, "ids": len(ids), "stored": stored}
 
     return run_for_tenant("sync.jobs.fetch_changes", tenant_id, (tenant_id, object_name), work)
@@ -265,7 +282,11 @@ def delete_records(tenant_id: str, object_name: str, crm_ids: list[str]) -> dict
     """Remove deleted records, and the notes and activities attached to them, from the store."""
     services = current()
     tenant = services.registry.get(tenant_id)
-    return _remove(services, tenant_id, _entity(tenant.crm, object_name), crm_ids)
+    removed: dict[str, int] = {}
+    for entity in _entities(tenant.crm, object_name):
+        for name, count in _remove(services, tenant_id, entity, crm_ids).items():
+            removed[name] = removed.get(name, 0) + count
+    return removed
 
 
 def _remove(services: Services, tenant_id: str, entity: str, crm_ids: list[str]) -> dict[str, int]:
@@ -286,13 +307,14 @@ def merge_records(
     """
     services = current()
     tenant = services.registry.get(tenant_id)
-    entity = _entity(tenant.crm, object_name)
-    moved = {entity: services.store.delete(tenant_id, entity, merged_ids)}
-    if entity in CHILD_LINKS:
-        for child in ("note", "activity"):
-            moved[child] = services.store.repoint(
-                tenant_id, child, CHILD_LINKS[entity], merged_ids, primary_id
-            )
+    moved: dict[str, int] = {}
+    for entity in _entities(tenant.crm, object_name):
+        moved[entity] = services.store.delete(tenant_id, entity, merged_ids)
+        if entity in CHILD_LINKS:
+            for child in ("note", "activity"):
+                moved[child] = moved.get(child, 0) + services.store.repoint(
+                    tenant_id, child, CHILD_LINKS[entity], merged_ids, primary_id
+                )
     scope = f"{tenant_id}:{object_name}"
     if services.events.add_pending(scope, [primary_id]):
         services.queue.enqueue("sync.jobs.fetch_changes", tenant_id, object_name, queue="high")
@@ -303,12 +325,12 @@ def refetch_object(tenant_id: str, object_name: str) -> dict[str, Any] | None:
     """Re-read every record of an object after a gap or overflow the CRM could not itemise."""
 
     def work(services: Services, connector: Connector) -> dict[str, Any]:
-        entity = _entity(connector.crm, object_name)
         stored = 0
-        for page in connector.changed(entity, since=None):
-            if page.records:
-                result = services.store.upsert(tenant_id, entity, page.records)
-                stored += result.inserted + result.updated
+        for entity in _entities(connector.crm, object_name):
+            for page in connector.changed(entity, since=None):
+                if page.records:
+                    result = services.store.upsert(tenant_id, entity, page.records)
+                    stored += result.inserted + result.updated
         return {"object": object_name, "stored": stored}
 
     return run_for_tenant("sync.jobs.refetch_object", tenant_id, (tenant_id, object_name), work)

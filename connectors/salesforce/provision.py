@@ -120,7 +120,11 @@ def outbound_metadata(
         "name": sub.name,
         "apiVersion": OUTBOUND_API_VERSION,
         "endpointUrl": public_url.rstrip("/") + sub.endpoint,
-        "fields": list(dict.fromkeys(["Id", *sub.fields])),
+        # LastModifiedById rides along in every notification (it selects nothing: sending a field
+        # in the message is not listening to it) so the receiver can tell Fieldwise's own writes
+        # from a person's: without it, an org whose outbound rule has no "not the integration
+        # user" criterion sent each AI write back as a change Fieldwise fetched again.
+        "fields": list(dict.fromkeys(["Id", "LastModifiedById", *sub.fields])),
         "includeSessionId": False,
         "protected": False,
         "description": f"Tells Fieldwise when a {sub.object_name} it reads changes.",

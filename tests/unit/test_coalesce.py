@@ -60,3 +60,12 @@ def test_an_unreachable_redis_raises_queue_unavailable():
         ledger.unseen(["a"])
     with pytest.raises(QueueUnavailable):
         ledger.add_pending("t:x", ["1"])
+
+
+def test_an_id_changed_again_while_its_fetch_runs_stays_pending_for_the_next_fetch(ledgers):
+    first, second = ledgers
+    first.add_pending("t:contacts", ["1", "2"])
+    running = second.claim("t:contacts")  # the fetch reads record 1 ...
+    assert first.add_pending("t:contacts", ["1"]) is True  # ... which changes again meanwhile
+    second.done_pending("t:contacts", running.ids, running.generation)
+    assert first.claim_pending("t:contacts") == ["1"]  # the newer change is not lost
