@@ -38,7 +38,7 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -320,7 +320,12 @@ class Store:
     # Writes
 
     def upsert(
-        self, tenant_id: str, entity: str, records: Iterable[Mapping[str, Any]]
+        self,
+        tenant_id: str,
+        entity: str,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        unembedded: Collection[str] = (),
     ) -> UpsertResult:
         """Insert new records and replace older versions of existing ones.
 
@@ -333,6 +338,8 @@ class Store:
             tenant_id: the tenant every record must belong to.
             entity: one of ``lead contact account opportunity activity note user``.
             records: canonical records (``core.schemas``).
+            unembedded: ids of notes to store without an embedding (their author or subject
+                forbade processing); full-text search still finds them, vector search does not.
 
         Returns:
             Counts of inserted, updated and skipped rows.
@@ -371,7 +378,7 @@ class Store:
         if entity == "note":
             batch, stale = self._drop_stale(tenant_id, entity, batch)
             duplicates += stale
-            embedded = self._embed_notes(batch)
+            embedded = self._embed_notes([r for r in batch if r["crm_id"] not in unembedded])
             if not batch:
                 return UpsertResult(0, 0, duplicates)
         table = self._table(entity, create=True)
@@ -380,7 +387,8 @@ class Store:
             table.merge_insert(list(KEY_COLUMNS))
             .when_matched_update_all(where=_NEWER_ONLY)
             .when_not_matched_insert_all()
-            .execute(data)
+            # Notes withheld from embedding (consent) carry a null vector, which is allowed.
+            .execute(data, on_bad_vectors="null")
         )
         inserted = int(result.num_inserted_rows)
         updated = int(result.num_updated_rows)
@@ -402,6 +410,22 @@ class Store:
         if before:
             table.delete(where)
         return int(before)
+
+    def clear_note_vectors(self, tenant_id: str, column: str, values: Sequence[str]) -> int:
+        """Drop the embeddings of a tenant's notes linked through ``column`` to ``values``.
+
+        Used when a person withdraws consent: their notes stay searchable by text only.
+        """
+        _require_tenant(tenant_id)
+        table = self._table("note")
+        if table is None or not values:
+            return 0
+        where = _where(tenant_id, arrow_schema("note"), {column: list(values)})
+        where += " AND vector IS NOT NULL"
+        cleared = table.count_rows(where)
+        if cleared:
+            table.update(where=where, values={"vector": None, "embedding_model": None})
+        return int(cleared)
 
     def delete_where(self, tenant_id: str, entity: str, column: str, values: Sequence[str]) -> int:
         """Delete a tenant's rows whose ``column`` is one of ``values`` (notes of a deleted lead)."""

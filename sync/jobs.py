@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from connectors.base import Connector, ReauthRequired, connector_for
 from core.services import Services, current
-from core.store import Store
+from core.store import Store, UpsertResult
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,34 @@ def run_for_tenant(
         services.store.park_job(tenant_id, job_id, func, args, exc.message)
         log.warning("parked %s: %s", job_id, exc.message)
         return None
+
+
+def store_records(
+    services: Services, tenant_id: str, crm: str, entity: str, records: list[dict[str, Any]]
+) -> UpsertResult:
+    """Upsert synced records, honouring consent: the one way sync jobs write to the store.
+
+    Notes of a lead or contact whose consent forbids processing are stored without an embedding,
+    and when a synced person now forbids it, the embeddings of their notes are dropped.
+    """
+    from scoring.features import consent_blocked
+
+    unembedded: set[str] = set()
+    if entity == "note":
+        for link, parent in (("lead_id", "lead"), ("contact_id", "contact")):
+            parent_ids = sorted({str(r[link]) for r in records if r.get(link)})
+            blocked = {
+                p["crm_id"]
+                for p in services.store.get_many(tenant_id, parent, parent_ids)
+                if consent_blocked(p, crm)
+            }
+            unembedded.update(r["crm_id"] for r in records if r.get(link) in blocked)
+    result = services.store.upsert(tenant_id, entity, records, unembedded=unembedded)
+    if entity in ("lead", "contact"):
+        withdrawn = [r["crm_id"] for r in records if consent_blocked(r, crm)]
+        if withdrawn:
+            services.store.clear_note_vectors(tenant_id, f"{entity}_id", withdrawn)
+    return result
 
 
 def provision_tenant(tenant_id: str) -> dict[str, Any]:
@@ -161,7 +189,7 @@ def run_backfill(
     started = time.monotonic()
     for page in connector.changed(entity, since=None, checkpoint=resume):
         if page.records:
-            services.store.upsert(tenant_id, entity, page.records)
+            store_records(services, tenant_id, connector.crm, entity, page.records)
             total += len(page.records)
             if on_page is not None:
                 on_page(len(page.records))
@@ -262,7 +290,7 @@ def fetch_changes(tenant_id: str, object_name: str) -> dict[str, Any] | None:
             for entity in entities:
                 records = connector.fetch(entity, chunk)
                 if records:
-                    result = services.store.upsert(tenant_id, entity, records)
+                    result = store_records(services, tenant_id, connector.crm, entity, records)
                     stored += result.inserted + result.updated
                     found[entity].extend(r["crm_id"] for r in records)
             # Only ids not changed again since the claim: a newer change needs the next fetch.
@@ -329,7 +357,7 @@ def refetch_object(tenant_id: str, object_name: str) -> dict[str, Any] | None:
         for entity in _entities(connector.crm, object_name):
             for page in connector.changed(entity, since=None):
                 if page.records:
-                    result = services.store.upsert(tenant_id, entity, page.records)
+                    result = store_records(services, tenant_id, connector.crm, entity, page.records)
                     stored += result.inserted + result.updated
         return {"object": object_name, "stored": stored}
 
@@ -371,7 +399,7 @@ def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
             stored = 0
             for page in connector.changed(entity, since=since):
                 if page.records:
-                    result = services.store.upsert(tenant_id, entity, page.records)
+                    result = store_records(services, tenant_id, connector.crm, entity, page.records)
                     stored += result.inserted + result.updated
             deleted = connector.deleted(entity, since, now)
             removed = _remove(services, tenant_id, entity, deleted) if deleted else {}
