@@ -53,6 +53,18 @@ def demo_config(tmp_path: Path) -> Config:
 
 
 @pytest.fixture
+def services(demo_config: Config) -> Iterator[Any]:
+    """This process's services on the demo configuration (embedded queue, store in tmp)."""
+    from core.services import configure
+
+    built = configure(demo_config)
+    yield built
+    stop = getattr(built.queue, "stop", None)
+    if stop is not None:
+        stop()
+
+
+@pytest.fixture
 def redis_url() -> Iterator[str]:
     """The URL of a real, reachable Redis database, flushed before and after the test.
 

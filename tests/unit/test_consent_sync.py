@@ -2,21 +2,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from core.config import Config
-from core.services import configure
 from sync.jobs import store_records
 
 T = "salesforce-00DCONSENT"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def services(tmp_path):
-    built = configure(Config.for_demo(lancedb_uri=str(tmp_path / "db")))
-    yield built
-    built.queue.stop()
 
 
 def record(crm_id, **fields):

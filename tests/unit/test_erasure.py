@@ -4,20 +4,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from core.config import Config
-from core.services import configure
 from core.store import subject_hash
 from sync.erasure import forget
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 T = "hubspot-501"
-
-
-@pytest.fixture
-def services(tmp_path):
-    built = configure(Config.for_demo(lancedb_uri=str(tmp_path / "db")))
-    yield built
-    built.queue.stop()
 
 
 def base(crm_id, **fields):
