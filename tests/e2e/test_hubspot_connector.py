@@ -458,7 +458,7 @@ def test_writing_10k_changed_records_costs_at_most_100_calls(fresh_sandbox, tmp_
     updates = {
         crm_id: {
             "fieldwise_ai_score": n % 101,
-            "fieldwise_ai_grade": "ABCD"[n % 4],
+            "fieldwise_ai_grade": ("Hot", "Warm", "Cold")[n % 3],
             "fieldwise_ai_score_changed_at": stamp,
         }
         for n, crm_id in enumerate(ids)

@@ -144,7 +144,7 @@ def test_dry_run_plan_is_exactly_what_install_does_and_fields_appear(sf_empty_en
         for f in env.api.get("sobjects/Lead/describe").json()["fields"]
         if f["name"] == "Fieldwise_AI_Grade__c"
     )
-    assert [v["value"] for v in grade["picklistValues"]] == list("ABCD")
+    assert [v["value"] for v in grade["picklistValues"]] == ["Hot", "Warm", "Cold"]
     assert grade["restrictedPicklist"] is True
     outbound = env.api.admin("outbound-messages").json()["outbound_messages"]
     assert {o["name"] for o in outbound} == {
@@ -376,7 +376,7 @@ def test_writing_10000_records_costs_50_calls(sf_write_env):
     updates = {
         record_id: {
             "Fieldwise_AI_Score__c": n % 101,
-            "Fieldwise_AI_Grade__c": "ABCD"[n % 4],
+            "Fieldwise_AI_Grade__c": ("Hot", "Warm", "Cold")[n % 3],
             "Fieldwise_AI_Score_Changed_At__c": changed_at,
         }
         for n, record_id in enumerate(ids)
