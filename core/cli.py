@@ -567,7 +567,6 @@ def score(
     if not score_all and not crm_ids:
         raise click.UsageError("choose --all or name records with --id")
     from core.services import configure
-    from manifests.loader import load_manifest
     from scoring.jobs import queue_writeback, score_and_match
 
     services = configure(Config.from_env())
@@ -577,8 +576,6 @@ def score(
     if not chosen:
         raise click.ClickException("no active tenant to score: install a CRM first")
     for tenant_id in chosen:
-        tenant = services.registry.get(tenant_id)
-        manifest = load_manifest(tenant.crm)
         for kind in kinds or ("lead", "opportunity"):
             ids = list(crm_ids) or None
             with click.progressbar(
@@ -587,23 +584,14 @@ def score(
                 results = score_and_match(
                     services, tenant_id, kind, ids, dry_run=dry_run, on_batch=bar.update
                 )
-            objects = manifest.objects_for_entity(kind)
-            for result in results:
-                fields = {}
-                for object_name in objects:
-                    for name, value in result.values().items():
-                        spec = manifest.field_for(object_name, name)
-                        if spec is not None:
-                            fields[f"{object_name}.{spec.api_name}"] = value
-                if as_json:
+            if dry_run:
+                _print_planned_writes(services, tenant_id, kind, results, as_json)
+            elif as_json:
+                for result in results:
                     line = {"tenant_id": tenant_id, "kind": kind, "crm_id": result.crm_id,
-                            "material": result.material, "stale": result.stale, "fields": fields}  # fmt: skip
+                            "material": result.material, "stale": result.stale,
+                            "values": result.values()}  # fmt: skip
                     click.echo(json.dumps(line, default=str))
-                elif dry_run:
-                    click.echo(f"{kind} {result.crm_id}{' (stale)' if result.stale else ''}")
-                    for name, value in fields.items():
-                        shown = str(value).replace("\n", " | ")
-                        click.echo(f"  {name} = {shown}")
             changed = [r.crm_id for r in results if r.material or r.stale or r.extra.get("routed")]
             if not dry_run:
                 queue_writeback(services, tenant_id, kind, changed)
@@ -613,6 +601,28 @@ def score(
                 f"{tenant_id} {kind}: {len(results)} scored, {len(changed)} {verb}, {stale} stale",
                 err=True,
             )
+
+
+def _print_planned_writes(
+    services: Any, tenant_id: str, kind: str, results: list[Any], as_json: bool
+) -> None:
+    """What write-back would change for these results: per field, old and new value."""
+    from sync.writeback import describe_plan, overwrite_policy, plan_writes
+
+    policy, days = overwrite_policy(services, tenant_id)
+    values = {result.crm_id: result.values() for result in results}
+    plan = plan_writes(services, tenant_id, kind, values, policy=policy, rep_edit_days=days)
+    for row in describe_plan(plan):
+        if as_json:
+            click.echo(json.dumps({"tenant_id": tenant_id, "kind": kind, **row}))
+        else:
+            new = str(row["new"]).replace("\\n", " | ")
+            click.echo(f"  {row['object']} {row['crm_id']} {row['field']}: {row['old']} -> {new}")
+    click.echo(
+        f"{tenant_id} {kind}: {len(plan.writes)} field(s) would be written, {plan.unchanged} "
+        f"unchanged, {len(plan.kept_human_edits)} kept as a person edited them",
+        err=True,
+    )
 
 
 @main.command()

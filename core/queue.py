@@ -393,12 +393,6 @@ class EmbeddedQueue:
             job = self._jobs.get(job_id)
             return None if job is None else job.error
 
-    def attempts(self, job_id: str) -> int:
-        """How many times a job has been started."""
-        with self._cond:
-            job = self._jobs.get(job_id)
-            return 0 if job is None else job.attempts
-
     def jobs(self) -> list[dict[str, Any]]:
         """Every job this queue knows, oldest first: id, function, arguments, queue and status."""
         with self._cond:

@@ -267,7 +267,7 @@ def write_values(
     from core.services import current
 
     services = current()
-    policy, days = _policy(services, tenant_id)
+    policy, days = overwrite_policy(services, tenant_id)
     plan = plan_writes(services, tenant_id, entity, results, policy=policy, rep_edit_days=days)
     if dry_run or not plan.writes:
         return plan, None
@@ -277,7 +277,8 @@ def write_values(
     )
 
 
-def _policy(services: Services, tenant_id: str) -> tuple[OverwritePolicy, int]:
+def overwrite_policy(services: Services, tenant_id: str) -> tuple[OverwritePolicy, int]:
+    """A tenant's overwrite policy and how long it protects a person's edit (days)."""
     from scoring.settings import load_settings
 
     settings = load_settings(services.registry, tenant_id)
@@ -310,7 +311,7 @@ def write_results(tenant_id: str, kind: str, crm_ids: list[str]) -> dict[str, An
     def work(services: Services, connector: Connector) -> dict[str, Any]:
         results = latest_results(services.store, tenant_id, kind, crm_ids)
         values = {crm_id: result.values() for crm_id, result in results.items()}
-        policy, days = _policy(services, tenant_id)
+        policy, days = overwrite_policy(services, tenant_id)
         plan = plan_writes(services, tenant_id, kind, values, policy=policy, rep_edit_days=days)
         summary = WriteSummary()
         if plan.writes:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -169,7 +170,9 @@ def test_a_trained_model_scores_open_leads_with_evidence_and_a_stable_second_pas
     assert not any(r.crossed for r in second)
 
 
-def test_the_score_command_dry_run_prints_each_field_and_writes_nothing(tmp_path, monkeypatch):
+def test_the_score_command_dry_run_prints_each_field_it_would_write_and_writes_nothing(
+    tmp_path, monkeypatch
+):
     from click.testing import CliRunner
 
     from core.cli import main
@@ -194,7 +197,9 @@ def test_the_score_command_dry_run_prints_each_field_and_writes_nothing(tmp_path
         main, ["score", "--tenant", TENANT, "--kind", "lead", "--all", "--dry-run"], env=env
     )
     assert result.exit_code == 0, result.output
-    assert "Lead.Fieldwise_AI_Score__c = " in result.output
-    assert "Lead.Fieldwise_AI_Reasons__c = " in result.output
-    assert "Lead.Fieldwise_AI_Model_Version__c = lead-" in result.output
+    assert " Fieldwise_AI_Score__c: None -> " in result.output
+    assert " Fieldwise_AI_Reasons__c: None -> " in result.output
+    assert re.search(r" Fieldwise_AI_Model_Version__c: None -> \"lead-", result.output)
+    assert "field(s) would be written, 0 unchanged, 0 kept as a person edited them" in result.output
     assert ScoreLedger(services.store).history(TENANT, "lead") == []
+    assert services.store.last_written(TENANT, "Lead", ["00Q0"]) == {}
