@@ -311,11 +311,7 @@ def sync(mode: str | None, tenant_ids: tuple[str, ...]) -> None:
     from sync.jobs import BACKFILL_ENTITIES, reconcile_tenant, run_backfill
 
     services = configure(Config.from_env())
-    chosen = list(tenant_ids) or [
-        t.tenant_id for t in services.registry.all() if t.status == "active"
-    ]
-    if not chosen:
-        raise click.ClickException("no active tenant to sync: install a CRM first")
+    chosen = _active_tenants(services, tenant_ids, "sync")
     for tenant_id in chosen:
         if mode == "reconcile":
             summary = reconcile_tenant(tenant_id, reschedule=False)
@@ -354,6 +350,16 @@ def forget(subject: str, tenant_ids: tuple[str, ...], yes: bool) -> None:
 
 _KINDS = ("lead", "opportunity")
 _REPORT_KEYS = ("auc", "pr_auc", "brier", "ece", "lift_top20", "n_train", "n_holdout")
+
+
+def _active_tenants(services: Any, requested: tuple[str, ...], doing: str) -> list[str]:
+    """The tenants named on the command line, or else every active one."""
+    chosen = list(requested) or [
+        t.tenant_id for t in services.registry.all() if t.status == "active"
+    ]
+    if not chosen:
+        raise click.ClickException(f"no active tenant to {doing}: install a CRM first")
+    return chosen
 
 
 def _tenant_ids(services: Any, tenant: str | None) -> list[str]:
@@ -570,11 +576,7 @@ def score(
     from scoring.jobs import queue_writeback, score_and_match
 
     services = configure(Config.from_env())
-    chosen = list(tenant_ids) or [
-        t.tenant_id for t in services.registry.all() if t.status == "active"
-    ]
-    if not chosen:
-        raise click.ClickException("no active tenant to score: install a CRM first")
+    chosen = _active_tenants(services, tenant_ids, "score")
     for tenant_id in chosen:
         for kind in kinds or ("lead", "opportunity"):
             ids = list(crm_ids) or None
@@ -645,11 +647,7 @@ def match(days: int, tenant_ids: tuple[str, ...], as_json: bool) -> None:
     from scoring.settings import load_settings
 
     services = configure(Config.from_env())
-    chosen = list(tenant_ids) or [
-        t.tenant_id for t in services.registry.all() if t.status == "active"
-    ]
-    if not chosen:
-        raise click.ClickException("no active tenant to replay: install a CRM first")
+    chosen = _active_tenants(services, tenant_ids, "replay")
     for tenant_id in chosen:
         tenant = services.registry.get(tenant_id)
         try:
