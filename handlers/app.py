@@ -15,6 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from core import services as process_services
 from core.config import Config
 from handlers import health, install, webhooks
+from handlers.context import EXTENSION
 from handlers.errors import register_error_handlers
 
 
@@ -25,8 +26,7 @@ def create_app(config: Config | None = None) -> Flask:
         config: the configuration; read from ``FIELDWISE_*`` variables when None.
 
     Returns:
-        The app, with ``app.extensions["fieldwise.services"]`` (and its config, queue and store
-        under ``fieldwise.config``, ``fieldwise.queue`` and ``fieldwise.store``).
+        The app, with its services in ``app.extensions["fieldwise.services"]``.
 
     Raises:
         ConfigError: the configuration is invalid or a required secret is missing.
@@ -54,10 +54,7 @@ def create_app(config: Config | None = None) -> Flask:
             x_prefix=config.proxy_hops,
         )
     services = process_services.configure(config)
-    app.extensions["fieldwise.services"] = services
-    app.extensions["fieldwise.config"] = config
-    app.extensions["fieldwise.queue"] = services.queue
-    app.extensions["fieldwise.store"] = services.store
+    app.extensions[EXTENSION] = services
     register_error_handlers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(install.bp)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, jsonify
 
 from core.queue import JobQueue, QueueUnavailable
 from core.store import Store
+from handlers import context
 from sync.jobs import backfill_progress
 
 bp = Blueprint("health", __name__)
@@ -72,6 +73,6 @@ def _tenant_status(store: Store, store_ok: bool) -> dict[str, Any]:
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
     """Report dependency status; 503 when any dependency is down."""
-    extensions = current_app.extensions
-    status = collect_status(extensions["fieldwise.queue"], extensions["fieldwise.store"])
+    services = context.services()
+    status = collect_status(services.queue, services.store)
     return jsonify(status), 200 if status["status"] == "ok" else 503

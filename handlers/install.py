@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from flask import Blueprint, Response, current_app, jsonify, redirect, request
+from flask import Blueprint, Response, jsonify, redirect, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from connectors.base import ConnectorError
@@ -29,6 +29,7 @@ from core.crypto import DecryptionError
 from core.schemas import CRMS
 from core.services import Services
 from core.tenants import Tenant
+from handlers import context
 from handlers.errors import ApiError
 from manifests.loader import load_manifest
 
@@ -158,15 +159,10 @@ def _auth_module(config: Config, crm: str) -> Any:
     return hubspot_auth
 
 
-def _services() -> Services:
-    services: Services = current_app.extensions["fieldwise.services"]
-    return services
-
-
 @bp.get("/install/<crm>")
 def install(crm: str) -> BaseResponse:
     """Send the admin to the CRM's consent page."""
-    start = begin_install(_services(), crm)
+    start = begin_install(context.services(), crm)
     return redirect(start.authorization_url, code=302)
 
 
@@ -184,7 +180,7 @@ def callback(crm: str) -> tuple[Response, int]:
     code, state = request.args.get("code"), request.args.get("state")
     if not code or not state:
         raise ApiError(400, "missing_parameter", "the callback needs both `code` and `state`")
-    return jsonify(complete_install(_services(), crm, code, state)), 200
+    return jsonify(complete_install(context.services(), crm, code, state)), 200
 
 
 def is_local_url(url: str) -> bool:

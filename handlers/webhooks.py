@@ -21,13 +21,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from connectors.salesforce.client import CLIENT_NAME as SALESFORCE_CLIENT_NAME
 from core.queue import QueueUnavailable
 from core.services import Services
 from core.tenants import Tenant
+from handlers import context
 from handlers.errors import ApiError, error_response
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -115,11 +116,6 @@ def _queue_work(services: Services, work: Work) -> None:
     ledger.mark_seen(work.keys)
     for reason, amount in work.dropped.items():
         ledger.count(reason, amount)
-
-
-def _services() -> Services:
-    services: Services = current_app.extensions["fieldwise.services"]
-    return services
 
 
 def _unavailable(exc: QueueUnavailable) -> Response:
@@ -283,7 +279,7 @@ def hubspot_work(services: Services, events: list[dict[str, Any]]) -> Work:
 @bp.post("/hubspot")
 def hubspot() -> Response | tuple[Response, int]:
     """Receive a HubSpot webhook batch."""
-    services = _services()
+    services = context.services()
     body = request.get_data(cache=True)
     _verify_hubspot(services, body)
     try:
@@ -371,7 +367,7 @@ def outbound_work(services: Services, root: ET.Element) -> Work:
 @bp.post("/salesforce/outbound")
 def salesforce_outbound() -> Response:
     """Receive a Salesforce outbound message; Ack only once its work is queued."""
-    services = _services()
+    services = context.services()
     root = _parse_xml(request.get_data(cache=True))
     try:
         work = outbound_work(services, root)
@@ -479,7 +475,7 @@ def change_event_work(services: Services, tenant: Tenant, events: list[Any]) -> 
 @bp.post("/salesforce/events")
 def salesforce_events() -> Response | tuple[Response, int]:
     """Receive change events relayed from a Salesforce org."""
-    services = _services()
+    services = context.services()
     body = request.get_data(cache=True)
     tenant = _verify_relay(services, body)
     try:

@@ -41,6 +41,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from core.config import Config
 from core.services import Services
 from handlers.app import create_app
+from handlers.context import EXTENSION
 from sandbox.history import best_achievable_auc
 from sandbox.runner import Sandboxes, crm_settings, start_sandboxes
 
@@ -100,7 +101,7 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
     logging.getLogger("werkzeug").setLevel(
         logging.WARNING
     )  # one line per request drowns the summary
-    services: Services = app.extensions["fieldwise.services"]
+    services: Services = app.extensions[EXTENSION]
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="fieldwise-app", daemon=True).start()
     run = DemoRun(sandboxes, server, app_url, services, {})
