@@ -401,15 +401,7 @@ class Store:
 
     def delete(self, tenant_id: str, entity: str, crm_ids: Sequence[str]) -> int:
         """Delete records by CRM id; returns how many rows were removed."""
-        _require_tenant(tenant_id)
-        table = self._table(entity)
-        if table is None or not crm_ids:
-            return 0
-        where = f"{_tenant_filter(tenant_id)} AND crm_id IN ({_sql_list(crm_ids)})"
-        before = table.count_rows(where)
-        if before:
-            table.delete(where)
-        return int(before)
+        return self.delete_where(tenant_id, entity, "crm_id", crm_ids)
 
     def clear_note_vectors(self, tenant_id: str, column: str, values: Sequence[str]) -> int:
         """Drop the embeddings of a tenant's notes linked through ``column`` to ``values``.
