@@ -44,6 +44,14 @@ def body_json() -> Any:
         raise validation_error(f"Invalid input JSON on line 1, column 1: {exc}") from None
 
 
+def body_object() -> dict[str, Any]:
+    """The request's JSON body when it is an object, or HubSpot's 400."""
+    body = body_json()
+    if not isinstance(body, dict):
+        raise validation_error("Invalid input JSON: the body must be an object")
+    return body
+
+
 def list_arg(name: str) -> list[str]:
     """A list query parameter given repeated (``a=1&a=2``) or comma-separated (``a=1,2``)."""
     values: list[str] = []
@@ -447,9 +455,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
     def properties_create(object_type: str) -> Response:
         object_type = object_type_of(object_type)
         schema_scope(object_type, "write")
-        body = body_json()
-        if not isinstance(body, dict):
-            raise validation_error("Invalid input JSON: the body must be an object")
+        body = body_object()
         return json_response(registry.create(object_type, body), 201)
 
     @app.get("/crm/v3/properties/<object_type>/<name>")
@@ -465,9 +471,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
     def properties_update(object_type: str, name: str) -> Response:
         object_type = object_type_of(object_type)
         schema_scope(object_type, "write")
-        body = body_json()
-        if not isinstance(body, dict):
-            raise validation_error("Invalid input JSON: the body must be an object")
+        body = body_object()
         return json_response(registry.update(object_type, name, body))
 
     @app.delete("/crm/v3/properties/<object_type>/<name>")
@@ -536,9 +540,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
     def groups_create(object_type: str) -> Response:
         object_type = object_type_of(object_type)
         schema_scope(object_type, "write")
-        body = body_json()
-        if not isinstance(body, dict):
-            raise validation_error("Invalid input JSON: the body must be an object")
+        body = body_object()
         return json_response(registry.create_group(object_type, body), 201)
 
     @app.get("/crm/v3/properties/<object_type>/groups/<name>")
@@ -551,9 +553,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
     def groups_update(object_type: str, name: str) -> Response:
         object_type = object_type_of(object_type)
         schema_scope(object_type, "write")
-        body = body_json()
-        if not isinstance(body, dict):
-            raise validation_error("Invalid input JSON: the body must be an object")
+        body = body_object()
         return json_response(registry.update_group(object_type, name, body))
 
     @app.delete("/crm/v3/properties/<object_type>/groups/<name>")
