@@ -783,6 +783,98 @@ class Store:
             "routing_ledger", ROUTING_LEDGER_SCHEMA, where, "suggested_at", crm_ids, since
         )
 
+    # ----------------------------------------------------------------------------------------------
+    # Feature tables: tenant-scoped side tables whose schema lives with the feature that owns them
+    # (copilot results, feedback, intel documents, ...). Each needs a ``tenant_id`` column; one with
+    # a ``crm_id`` column is covered by :meth:`erase_record_history` without further code.
+
+    def append_rows(
+        self, tenant_id: str, name: str, schema: pa.Schema, rows: Sequence[Mapping[str, Any]]
+    ) -> int:
+        """Append rows to the feature table ``name``; returns how many.
+
+        Raises:
+            ValueError: a row belongs to another tenant.
+        """
+        return self._append_rows(tenant_id, name, schema, rows)
+
+    def put_rows(
+        self,
+        tenant_id: str,
+        name: str,
+        schema: pa.Schema,
+        rows: Sequence[Mapping[str, Any]],
+        keys: Sequence[str],
+    ) -> int:
+        """Insert or replace rows of the feature table ``name``, matched on tenant and ``keys``."""
+        _require_tenant(tenant_id)
+        if not rows:
+            return 0
+        if any(row.get("tenant_id", tenant_id) != tenant_id for row in rows):
+            raise ValueError(f"{name} rows must all belong to tenant {tenant_id!r}")
+        data = pa.Table.from_pylist(
+            [{n: row.get(n) for n in schema.names} | {"tenant_id": tenant_id} for row in rows],
+            schema,
+        )
+        (
+            self._system_table(name, schema)
+            .merge_insert(["tenant_id", *keys])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(data)
+        )
+        return len(rows)
+
+    def read_rows(
+        self,
+        tenant_id: str,
+        name: str,
+        schema: pa.Schema,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        since: tuple[str, datetime] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Rows of one tenant from the feature table ``name``.
+
+        Args:
+            tenant_id: whose rows.
+            name: the table.
+            schema: its schema (the table is not created by a read).
+            filters: column -> value (a list means IN, None means IS NULL).
+            since: ``(time column, earliest)`` to keep only rows at or after a time.
+            columns: the columns to return (all when None).
+            limit: at most this many rows (all when None).
+        """
+        _require_tenant(tenant_id)
+        if name not in _list_tables(self._db):
+            return []
+        where = _where(tenant_id, schema, filters)
+        if since is not None:
+            column, earliest = since
+            if column not in schema.names:
+                raise ValueError(f"cannot filter on {column!r}: not a column of {name}")
+            where += f" AND {column} >= {_sql_literal(earliest)}"
+        query = self._system_table(name, schema).search().where(where)
+        if columns is not None:
+            query = query.select(list(columns))
+        return query.limit(limit).to_arrow().to_pylist()
+
+    def delete_rows(
+        self, tenant_id: str, name: str, schema: pa.Schema, filters: Mapping[str, Any]
+    ) -> int:
+        """Delete one tenant's rows of the feature table ``name`` that match ``filters``."""
+        _require_tenant(tenant_id)
+        if name not in _list_tables(self._db):
+            return 0
+        where = _where(tenant_id, schema, filters)
+        table = self._system_table(name, schema)
+        count = int(table.count_rows(where))
+        if count:
+            table.delete(where)
+        return count
+
     def _append_rows(
         self, tenant_id: str, name: str, schema: pa.Schema, rows: Sequence[Mapping[str, Any]]
     ) -> int:

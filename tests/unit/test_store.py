@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from core.embeddings import get_embedder
@@ -170,3 +171,30 @@ def test_filters_on_unknown_columns_are_rejected(store):
     store.upsert("t1", "lead", [lead("t1", 1)])
     with pytest.raises(ValueError, match="cannot filter on 'nope'"):
         store.query("t1", "lead", filters={"nope": 1})
+
+
+_FEATURE_SCHEMA = pa.schema(
+    [("tenant_id", pa.string()), ("crm_id", pa.string()), ("kind", pa.string()),
+     ("value", pa.string())]
+)  # fmt: skip
+
+
+def test_feature_tables_put_replace_read_and_delete_within_one_tenant(tmp_path):
+    store = Store(str(tmp_path / "db"))
+    rows = [{"tenant_id": "t1", "crm_id": "a", "kind": "card", "value": "one"},
+            {"tenant_id": "t1", "crm_id": "b", "kind": "card", "value": "two"}]  # fmt: skip
+    assert store.put_rows("t1", "cards", _FEATURE_SCHEMA, rows, keys=["crm_id", "kind"]) == 2
+    store.put_rows(
+        "t1", "cards", _FEATURE_SCHEMA, [{**rows[0], "value": "three"}], ["crm_id", "kind"]
+    )
+    store.append_rows("t2", "cards", _FEATURE_SCHEMA, [{**rows[0], "tenant_id": "t2"}])
+    got = sorted(store.read_rows("t1", "cards", _FEATURE_SCHEMA), key=lambda r: r["crm_id"])
+    assert [(r["crm_id"], r["value"]) for r in got] == [("a", "three"), ("b", "two")]
+    assert store.read_rows("t1", "cards", _FEATURE_SCHEMA, {"crm_id": ["b"]})[0]["value"] == "two"
+    assert store.delete_rows("t1", "cards", _FEATURE_SCHEMA, {"crm_id": "a"}) == 1
+    assert len(store.read_rows("t2", "cards", _FEATURE_SCHEMA)) == 1
+    with pytest.raises(ValueError, match="belong to tenant"):
+        store.put_rows("t1", "cards", _FEATURE_SCHEMA, [{**rows[0], "tenant_id": "t2"}], ["crm_id"])
+    with pytest.raises(ValueError, match="not a column"):
+        store.read_rows("t1", "cards", _FEATURE_SCHEMA, {"nope": 1})
+    assert store.erase_record_history("t1", ["b"]) == 1
