@@ -90,10 +90,16 @@ class Config:
         llm_model: Anthropic model id used by the copilot.
         anthropic_api_key: read from the standard ``ANTHROPIC_API_KEY``; unset means offline copilot.
         anthropic_base_url: read from the standard ``ANTHROPIC_BASE_URL``.
+        llm_timeout_s: seconds one model request may take before it is abandoned.
+        llm_concurrency: model requests one tenant may have in flight at once, across processes
+            when Redis is configured.
         public_url: the URL the CRMs reach Fieldwise at (webhook targets, OAuth redirects).
         max_webhook_bytes: webhook bodies above this size are refused with 413.
         proxy_hops: reverse proxies in front of the app whose ``X-Forwarded-*`` headers are trusted.
         log_level: Python logging level name.
+        admin_password_hash: werkzeug.security hash of the admin console password
+            (``fieldwise admin hash-password``); unset, nobody can log in to ``/admin``.
+        admin_session_minutes: how long an admin console login lasts.
         demo: True only for ``fieldwise demo`` and tests: secrets may be generated per run.
     """
 
@@ -119,10 +125,14 @@ class Config:
     llm_model: str = "claude-sonnet-4-6"
     anthropic_api_key: Secret | None = None
     anthropic_base_url: str | None = None
+    llm_timeout_s: float = 60.0
+    llm_concurrency: int = 4
     public_url: str = "http://127.0.0.1:8000"
     max_webhook_bytes: int = 1_048_576
     proxy_hops: int = 0
     log_level: str = "INFO"
+    admin_password_hash: Secret | None = None
+    admin_session_minutes: int = 60
     demo: bool = False
 
     @classmethod
@@ -330,6 +340,16 @@ def _non_negative_int(variable: str, raw: str) -> int:
     return int(raw)
 
 
+def _positive_seconds(variable: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{variable}: {raw!r} must be a number of seconds above 0, at most 3600")
+    return value
+
+
 def _api_version(variable: str, raw: str) -> str:
     if not re.fullmatch(r"\d{2}\.0", raw):
         raise ConfigError(f"{variable}: {raw!r} must look like 62.0")
@@ -356,6 +376,23 @@ def _log_level(variable: str, raw: str) -> str:
     if raw.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"{variable}: {raw!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
     return raw.upper()
+
+
+def _password_hash(variable: str, raw: str) -> Secret:
+    # werkzeug.security writes "method$salt$hash", the method being scrypt:... or pbkdf2:...
+    method, _, rest = raw.partition("$")
+    if not method.startswith(("scrypt", "pbkdf2")) or rest.count("$") != 1:
+        raise ConfigError(
+            f"{variable}: not a password hash; create one with `fieldwise admin hash-password`"
+        )
+    return Secret(raw)
+
+
+def _session_minutes(variable: str, raw: str) -> int:
+    minutes = _positive_int(variable, raw)
+    if minutes > 24 * 60:
+        raise ConfigError(f"{variable}: {raw!r} is longer than a day (1440 minutes)")
+    return minutes
 
 
 def _boolean(variable: str, raw: str) -> bool:
@@ -387,15 +424,19 @@ _PARSERS: dict[str, Any] = {
     "ca_bundle": _existing_file,
     "catboost_task_type": _task_type,
     "llm_model": _plain,
+    "llm_timeout_s": _positive_seconds,
+    "llm_concurrency": _positive_int,
     "public_url": _http_url,
     "max_webhook_bytes": _positive_int,
     "proxy_hops": _non_negative_int,
     "log_level": _log_level,
+    "admin_password_hash": _password_hash,
+    "admin_session_minutes": _session_minutes,
     "demo": _boolean,
 }
 
 # Variables that are read but are not FIELDWISE_-prefixed, plus test-only knobs read elsewhere.
-_ENV_FIELDS = set(_PARSERS) | {"require_redis", "test_redis_url"}
+_ENV_FIELDS = set(_PARSERS) | {"require_redis", "test_redis_url", "require_browser"}
 
 
 def _looks_secret(name: str) -> bool:

@@ -85,3 +85,13 @@ def redis_url() -> Iterator[str]:
     yield TEST_REDIS_URL
     client.flushdb()
     client.close()
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[Any]:
+    """A local fake of Anthropic's Messages API (``tests/fake_anthropic.py``), stopped after."""
+    from fake_anthropic import FakeAnthropic
+
+    server = FakeAnthropic()
+    yield server
+    server.close()
