@@ -145,6 +145,14 @@ class Connector(Protocol):
         """Ids of records deleted in the window."""
         ...
 
+    def field_history(self, entity: str, crm_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Field-history rows of records (deals: stage, close date, amount), oldest first.
+
+        Rows are ``{crm_id, field, old_value, new_value, changed_at, changed_by}`` with canonical
+        field names; entities without tracked history give [].
+        """
+        ...
+
     def write(self, entity: str, updates: Mapping[str, Mapping[str, Any]]) -> list[WriteResult]:
         """Write field values (keyed by manifest API name) to records (keyed by CRM id) in batches."""
         ...

@@ -37,6 +37,7 @@ RESULTS = (
     "risk_flags",
     "segment",
     "next_step",
+    "followup_draft",
     "model_version",
 )
 """Every result write-back can write; each maps to at most one owned field per CRM object."""

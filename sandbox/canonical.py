@@ -13,8 +13,9 @@ the connectors' lossy spots on purpose, so features built from it behave as they
 * HubSpot has one contact record for a lead and the contact it becomes: a converted lead's
   ``converted_contact_id`` is the lead's own id there.
 
-What the canonical schemas cannot hold is left out exactly as the connectors leave it out: the
-opportunity's stage and close-date history, and each lead's individual engagement events.
+The deals' stage, close-date and amount history goes to the ``deal_field_history`` feature table,
+as the connectors' field-history reads put it there. What neither can hold is left out exactly as
+the connectors leave it out: each lead's individual engagement events.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _BATCH = 5000
 def load_history_into_store(
     store: Store, history: History, tenant_id: str, crm: str = "salesforce"
 ) -> None:
-    """Write a history's users, accounts, contacts, leads, deals, activities and notes.
+    """Write a history's users, accounts, contacts, leads, deals, field history, activities, notes.
 
     Args:
         store: the target store.
@@ -53,6 +54,9 @@ def load_history_into_store(
     _write(store, tenant_id, "opportunity", (mapper.opportunity(o) for o in history.opportunities))
     _write(store, tenant_id, "activity", (mapper.activity(a) for a in history.activities))
     _write(store, tenant_id, "note", (mapper.note(n) for n in history.notes))
+    from copilot.field_history import load_generated_history
+
+    load_generated_history(store, history, tenant_id)
 
 
 def _write(store: Store, tenant_id: str, entity: str, records: Iterable[dict[str, Any]]) -> None:

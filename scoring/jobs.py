@@ -48,6 +48,8 @@ def score_changed(tenant_id: str, entity: str, crm_ids: list[str]) -> dict[str, 
         changed = _changed_ids(results)
         queued = queue_writeback(services, tenant_id, kind, changed)
         summary[kind] = {"scored": len(results), "changed": len(changed), "writeback_jobs": queued}
+        # Every targeted deal, not only rescored ones: a new note or activity moves its flags.
+        summary[kind]["copilot_jobs"] = queue_copilot(services, tenant_id, kind, ids, results)
     return summary
 
 
@@ -59,6 +61,7 @@ def score_all(tenant_id: str, kind: str) -> dict[str, Any]:
     results = score_and_match(services, tenant_id, kind, None)
     changed = _changed_ids(results)
     queued = queue_writeback(services, tenant_id, kind, changed)
+    copilot_jobs = queue_copilot(services, tenant_id, kind, [r.crm_id for r in results], results)
     day = int(time.time() // BATCH_INTERVAL_S) + 1
     services.queue.enqueue_in(
         BATCH_INTERVAL_S, "scoring.jobs.score_all", tenant_id, kind,
@@ -68,6 +71,7 @@ def score_all(tenant_id: str, kind: str) -> dict[str, Any]:
         "scored": len(results),
         "changed": len(changed),
         "writeback_jobs": queued,
+        "copilot_jobs": copilot_jobs,
     }
 
 
@@ -131,6 +135,22 @@ def queue_writeback(
         if job_id:
             queued.append(job_id)
     return queued
+
+
+def queue_copilot(
+    services: Services,
+    tenant_id: str,
+    kind: str,
+    crm_ids: Sequence[str],
+    results: Sequence[ScoreResult],
+) -> list[str]:
+    """Queue the copilot's refresh: every given deal, and the leads that are Hot now."""
+    from copilot.jobs import queue_refresh
+
+    if kind == "lead":
+        hot = load_settings(services.registry, tenant_id).grades[0][0]
+        crm_ids = [r.crm_id for r in results if r.grade == hot]
+    return queue_refresh(services, tenant_id, kind, crm_ids) if crm_ids else []
 
 
 def _changed_ids(results: Sequence[ScoreResult]) -> list[str]:

@@ -59,12 +59,19 @@ def run_for_tenant(
 
 
 def store_records(
-    services: Services, tenant_id: str, crm: str, entity: str, records: list[dict[str, Any]]
+    services: Services,
+    tenant_id: str,
+    crm: str,
+    entity: str,
+    records: list[dict[str, Any]],
+    connector: Connector | None = None,
 ) -> UpsertResult:
     """Upsert synced records, honouring consent: the one way sync jobs write to the store.
 
     Notes of a lead or contact whose consent forbids processing are stored without an embedding,
-    and when a synced person now forbids it, the embeddings of their notes are dropped.
+    and when a synced person now forbids it, the embeddings of their notes are dropped. With the
+    connector given, deals also bring their stage, close-date and amount history (forecast flags
+    read it from ``copilot.field_history``).
     """
     from scoring.features import consent_blocked
 
@@ -79,6 +86,11 @@ def store_records(
             }
             unembedded.update(r["crm_id"] for r in records if r.get(link) in blocked)
     result = services.store.upsert(tenant_id, entity, records, unembedded=unembedded)
+    if entity == "opportunity" and connector is not None and records:
+        from copilot.field_history import save_history
+
+        history = connector.field_history(entity, [r["crm_id"] for r in records])
+        save_history(services.store, tenant_id, history)
     if entity in ("lead", "contact"):
         withdrawn = [r["crm_id"] for r in records if consent_blocked(r, crm)]
         if withdrawn:
@@ -189,7 +201,7 @@ def run_backfill(
     started = time.monotonic()
     for page in connector.changed(entity, since=None, checkpoint=resume):
         if page.records:
-            store_records(services, tenant_id, connector.crm, entity, page.records)
+            store_records(services, tenant_id, connector.crm, entity, page.records, connector)
             total += len(page.records)
             if on_page is not None:
                 on_page(len(page.records))
@@ -222,6 +234,10 @@ def after_backfill(tenant_id: str) -> dict[str, Any]:
             "scoring.jobs.score_all", tenant_id, kind, job_id=f"score-all:{tenant_id}:{kind}",
             queue="default",
         )  # fmt: skip
+    # Segments are formed once the history is in, then daily (the job reschedules itself).
+    services.queue.enqueue(
+        "copilot.jobs.refresh_segments", tenant_id, job_id=f"segments:{tenant_id}", queue="low"
+    )
     return reports
 
 
@@ -290,7 +306,9 @@ def fetch_changes(tenant_id: str, object_name: str) -> dict[str, Any] | None:
             for entity in entities:
                 records = connector.fetch(entity, chunk)
                 if records:
-                    result = store_records(services, tenant_id, connector.crm, entity, records)
+                    result = store_records(
+                        services, tenant_id, connector.crm, entity, records, connector
+                    )
                     stored += result.inserted + result.updated
                     found[entity].extend(r["crm_id"] for r in records)
             # Only ids not changed again since the claim: a newer change needs the next fetch.
@@ -357,7 +375,9 @@ def refetch_object(tenant_id: str, object_name: str) -> dict[str, Any] | None:
         for entity in _entities(connector.crm, object_name):
             for page in connector.changed(entity, since=None):
                 if page.records:
-                    result = store_records(services, tenant_id, connector.crm, entity, page.records)
+                    result = store_records(
+                        services, tenant_id, connector.crm, entity, page.records, connector
+                    )
                     stored += result.inserted + result.updated
         return {"object": object_name, "stored": stored}
 
@@ -399,7 +419,9 @@ def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
             stored = 0
             for page in connector.changed(entity, since=since):
                 if page.records:
-                    result = store_records(services, tenant_id, connector.crm, entity, page.records)
+                    result = store_records(
+                        services, tenant_id, connector.crm, entity, page.records, connector
+                    )
                     stored += result.inserted + result.updated
             deleted = connector.deleted(entity, since, now)
             removed = _remove(services, tenant_id, entity, deleted) if deleted else {}

@@ -301,16 +301,23 @@ def describe_plan(plan: WritePlan) -> list[dict[str, Any]]:
 
 
 def write_results(tenant_id: str, kind: str, crm_ids: list[str]) -> dict[str, Any] | None:
-    """Write the current scoring results of some records to their CRM fields (an rq job).
+    """Write the current scoring and copilot results of some records to their CRM fields (rq job).
 
-    Reads what scoring concluded (the score ledger and routing suggestions), diffs it against the
-    write ledger and writes only what changed. A tenant that needs re-authorisation parks the job.
+    Reads what scoring concluded (the score ledger and routing suggestions) merged with the
+    copilot's results (``copilot.results``), diffs it against the write ledger and writes only
+    what changed. A tenant that needs re-authorisation parks the job.
     """
+    from copilot.results import load_results
+    from copilot.results import values as copilot_values
     from scoring.predict import latest_results
 
     def work(services: Services, connector: Connector) -> dict[str, Any]:
         results = latest_results(services.store, tenant_id, kind, crm_ids)
         values = {crm_id: result.values() for crm_id, result in results.items()}
+        # The copilot's results join scoring's in the same diff and batch; where both have a
+        # value (a deal's next step, a segment) the copilot's is the newer, evidence-based one.
+        for crm_id, found in load_results(services.store, tenant_id, kind, crm_ids).items():
+            values[crm_id] = {**values.get(crm_id, {}), **copilot_values(found)}
         policy, days = overwrite_policy(services, tenant_id)
         plan = plan_writes(services, tenant_id, kind, values, policy=policy, rep_edit_days=days)
         summary = WriteSummary()
@@ -324,7 +331,7 @@ def write_results(tenant_id: str, kind: str, crm_ids: list[str]) -> dict[str, An
                 reasons={crm_id: r.reasons for crm_id, r in results.items()},
             )
         return {
-            "records": len(results),
+            "records": len(values),
             "fields_written": summary.written,
             "unchanged": plan.unchanged,
             "kept_human_edits": len(plan.kept_human_edits),

@@ -47,7 +47,7 @@ from connectors.base import (
     WriteResult,
 )
 from connectors.hubspot import auth, errors, mappers, provision
-from connectors.hubspot.streams import PropertyCatalog, SearchCursor, streams_for
+from connectors.hubspot.streams import Deals, PropertyCatalog, SearchCursor, streams_for
 from core.http import retry_policy
 from core.locks import named_lock
 from core.ratelimit import Budget, BudgetExhausted, Window
@@ -341,6 +341,12 @@ class HubSpotConnector:
             if stream.entity == "activity":
                 pending = [i for i in pending if i not in found]
         return out
+
+    def field_history(self, entity: str, crm_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Canonical field-history rows (stage, close date, amount) of deals; [] for others."""
+        if entity != "opportunity" or not crm_ids:
+            return []
+        return Deals(self.api, self.catalog, self.manifest).field_history(crm_ids)
 
     def changed(
         self, entity: str, since: datetime | None, checkpoint: Mapping[str, Any] | None = None

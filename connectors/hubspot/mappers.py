@@ -249,6 +249,46 @@ def to_opportunity(
     return load_record("opportunity", record)
 
 
+DEAL_HISTORY_PROPERTIES = {"dealstage": "stage", "closedate": "close_date", "amount": "amount"}
+"""Deal properties whose history is kept, to their canonical fields."""
+
+
+def to_field_history(raw: RawObject) -> list[dict[str, Any]]:
+    """A deal's ``propertiesWithHistory`` as canonical field-history rows, oldest first.
+
+    HubSpot lists each property's values newest first, each with the time it was set; a row's old
+    value is the value set before it. Close dates are kept as dates, amounts as numbers.
+    """
+    rows: list[dict[str, Any]] = []
+    history = raw.get("propertiesWithHistory") or {}
+    for name, field in DEAL_HISTORY_PROPERTIES.items():
+        entries = sorted(
+            (e for e in history.get(name) or [] if instant(e.get("timestamp")) is not None),
+            key=lambda e: instant(e.get("timestamp")) or datetime.min,
+        )
+        previous: Any = None
+        for entry in entries:
+            value = entry.get("value")
+            if field == "close_date":
+                value = _day(value)
+            elif field == "amount":
+                value = _number(value)
+            else:
+                value = _text(value)
+            rows.append(
+                {
+                    "crm_id": str(raw["id"]),
+                    "field": field,
+                    "old_value": previous,
+                    "new_value": value,
+                    "changed_at": instant(entry.get("timestamp")),
+                    "changed_by": _text(entry.get("updatedByUserId") or entry.get("sourceId")),
+                }
+            )
+            previous = value
+    return rows
+
+
 def to_activity(
     raw: RawObject,
     tenant_id: str,

@@ -583,6 +583,15 @@ class Deals(HubSpotStream):
         """See :func:`connectors.hubspot.mappers.to_opportunity`."""
         return mappers.to_opportunity(raw, self.api.tenant_id, self.custom_types())
 
+    def field_history(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Canonical stage, close-date and amount history of deals (batch reads of 50)."""
+        names = list(mappers.DEAL_HISTORY_PROPERTIES)
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        rows: list[dict[str, Any]] = []
+        for raw in self._batch_read(wanted, names, history=names):
+            rows.extend(mappers.to_field_history(raw))
+        return rows
+
 
 class Notes(HubSpotStream):
     """Notes, with the contact, company and deal they are attached to."""

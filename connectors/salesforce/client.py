@@ -49,7 +49,7 @@ from connectors.base import (
 from connectors.salesforce import auth, errors
 from connectors.salesforce.mappers import to_salesforce_values
 from connectors.salesforce.provision import Provisioner
-from connectors.salesforce.streams import STREAMS, SalesforceStream
+from connectors.salesforce.streams import STREAMS, Opportunity, SalesforceStream
 from core import http as core_http
 from core.config import Config
 from core.locks import named_lock
@@ -386,6 +386,14 @@ class SalesforceConnector:
             if ids:
                 out.extend(self.streams[object_name].fetch(ids))
         return out
+
+    def field_history(self, entity: str, crm_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Canonical field-history rows (stage, close date, amount) of deals; [] for others."""
+        if entity != "opportunity" or not crm_ids:
+            return []
+        stream = self.streams["Opportunity"]
+        assert isinstance(stream, Opportunity)
+        return stream.field_history(crm_ids)
 
     def changed(
         self, entity: str, since: datetime | None, checkpoint: Mapping[str, Any] | None = None

@@ -176,10 +176,40 @@ def to_account(raw: Mapping[str, Any], tenant_id: str) -> dict[str, Any]:
 def to_opportunity(raw: Mapping[str, Any], tenant_id: str) -> dict[str, Any]:
     """A Salesforce Opportunity as a canonical opportunity, competitors split into a list."""
     record = _base("Opportunity", raw, tenant_id)
-    competitors = record["custom"].pop(COMPETITORS_FIELD, None)
-    record["competitors"] = [c for c in str(competitors or "").split(";") if c]
+    # The manifest reads Competitors__c into ``competitors``; an org whose manifest copy predates
+    # that input still carries it in ``custom``.
+    picked = record.pop("competitors", None) or record["custom"].pop(COMPETITORS_FIELD, None)
+    record["custom"].pop(COMPETITORS_FIELD, None)
+    record["competitors"] = split_multiselect(picked)
     _drop_none(record, ("is_closed", "is_won"))
     return load_record("opportunity", record)
+
+
+def split_multiselect(value: Any) -> list[str]:
+    """A multi-select picklist value (``"A;B"`` on the wire, None when empty) as a list.
+
+    Values are trimmed and repeated values dropped, keeping the order Salesforce sent.
+    """
+    if value is None:
+        return []
+    parts = value if isinstance(value, list | tuple) else str(value).split(";")
+    return list(dict.fromkeys(str(p).strip() for p in parts if str(p).strip()))
+
+
+HISTORY_FIELDS = {"StageName": "stage", "CloseDate": "close_date", "Amount": "amount"}
+"""OpportunityFieldHistory field names to the canonical fields whose history is kept."""
+
+
+def to_field_history(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """One ``OpportunityFieldHistory`` row as a canonical deal field-history row."""
+    return {
+        "crm_id": raw["OpportunityId"],
+        "field": HISTORY_FIELDS[raw["Field"]],
+        "old_value": raw.get("OldValue"),
+        "new_value": raw.get("NewValue"),
+        "changed_at": parse_datetime(raw["CreatedDate"]),
+        "changed_by": raw.get("CreatedById"),
+    }
 
 
 def _task_type(raw: Mapping[str, Any]) -> str:

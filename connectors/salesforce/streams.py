@@ -22,7 +22,13 @@ from typing import Any, ClassVar, Protocol
 from simple_salesforce.format import format_soql
 
 from connectors.base import FatalError, Page
-from connectors.salesforce.mappers import ENGAGEMENT_FIELDS, MAPPERS, parse_datetime
+from connectors.salesforce.mappers import (
+    ENGAGEMENT_FIELDS,
+    HISTORY_FIELDS,
+    MAPPERS,
+    parse_datetime,
+    to_field_history,
+)
 from core.schemas import SCHEMAS, CanonicalSchema, RecordValidationError
 from manifests.loader import load_manifest
 
@@ -260,10 +266,33 @@ class Account(SalesforceStream):
 
 
 class Opportunity(SalesforceStream):
-    """Opportunities, with competitors."""
+    """Opportunities, with competitors and their stage, amount and close-date history."""
 
     name = "Opportunity"
     entity = "opportunity"
+    HISTORY_CHUNK: ClassVar[int] = 50
+    """Deals per history query: at a few dozen changes each, one 2,000-row page holds them."""
+
+    def field_history(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Canonical field-history rows of deals from ``OpportunityFieldHistory``, oldest first.
+
+        Only StageName, Amount and CloseDate rows are read; the ``created`` row carries no value.
+        """
+        unique = list(dict.fromkeys(ids))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(unique), self.HISTORY_CHUNK):
+            soql = format_soql(
+                "SELECT OpportunityId, Field, OldValue, NewValue, CreatedDate, CreatedById"
+                " FROM OpportunityFieldHistory WHERE OpportunityId IN {ids}"
+                " AND Field IN {fields} ORDER BY CreatedDate",
+                ids=unique[start : start + self.HISTORY_CHUNK],
+                fields=list(HISTORY_FIELDS),
+            )
+            result = self.api.query(soql)
+            if not result.get("done", True):
+                log.warning("field history of %d deals exceeded one page", self.HISTORY_CHUNK)
+            rows.extend(to_field_history(raw) for raw in result.get("records") or [])
+        return rows
 
 
 class Task(SalesforceStream):
