@@ -21,6 +21,7 @@ from core.store import Store
 TenantStatus = Literal["installing", "active", "needs_reauth", "uninstalled"]
 STATUSES: tuple[TenantStatus, ...] = ("installing", "active", "needs_reauth", "uninstalled")
 RELAY_SECRET_KEY = "relay_secret_enc"
+WIDGET_SECRET_KEY = "widget_secret_enc"
 
 
 class UnknownTenantError(LookupError):
@@ -159,14 +160,26 @@ class TenantRegistry:
         Provisioning creates it (``create=True``) and hands it to the relay; the events handler
         reads it to verify each delivery. It is kept sealed in the tenant's settings.
         """
+        return self._sealed_secret(tenant_id, RELAY_SECRET_KEY, create)
+
+    def widget_secret(self, tenant_id: str, *, create: bool = False) -> str | None:
+        """The secret a Salesforce org's Named Credential signs widget calls with.
+
+        ``fieldwise install`` creates it (``create=True``) and prints it once for the admin to
+        paste into the External Credential; ``handlers.widget_auth`` reads it to verify each call.
+        It is kept sealed in the tenant's settings.
+        """
+        return self._sealed_secret(tenant_id, WIDGET_SECRET_KEY, create)
+
+    def _sealed_secret(self, tenant_id: str, key: str, create: bool) -> str | None:
         tenant = self.get(tenant_id)
-        sealed = tenant.settings.get(RELAY_SECRET_KEY)
+        sealed = tenant.settings.get(key)
         if sealed:
             return self._cipher.decrypt(sealed)
         if not create:
             return None
         secret = secrets.token_urlsafe(32)
-        settings = {**tenant.settings, RELAY_SECRET_KEY: self._cipher.encrypt(secret)}
+        settings = {**tenant.settings, key: self._cipher.encrypt(secret)}
         self.save(replace(tenant, settings=settings))
         return secret
 

@@ -475,3 +475,144 @@ class Deliverer:
         with self._cond:
             self._pending.append(delivery)
             self._cond.notify()
+
+
+# --------------------------------------------------------------------------------------------------
+# The Fieldwise widget, as the CRM platforms render it on record pages
+
+_CARD_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:.8rem;color:#1f2d3d;font-size:14px}"
+    "h3{font-size:13px;color:#516f90;margin:.9rem 0 .3rem;text-transform:uppercase}"
+    ".score{font-size:2rem;font-weight:600}.grade{margin-left:.6rem;padding:.1rem .5rem;"
+    "border-radius:.3rem;background:#eaf0f6}.muted{color:#7c98b6}.flag{color:#b3261e}"
+    "ul{margin:.2rem 0;padding-left:1.2rem}form{display:inline}button{margin-right:.4rem}"
+    ".chosen{font-weight:600}"
+)
+
+
+def _card_text(value: Any) -> str:
+    from html import escape
+
+    return escape("" if value is None else str(value))
+
+
+def _detail_html(detail: Any, testid: str, title: str) -> str:
+    """A copilot result's structured detail: summary, sections with bullets, citations."""
+    if not detail:
+        return ""
+    parts = [f"<section data-testid='{testid}'><h3>{_card_text(title)}</h3>"]
+    if isinstance(detail, dict):
+        if detail.get("offline"):
+            parts.append("<p class='muted'>generated offline</p>")
+        for key in ("summary", "text", "headline"):
+            if detail.get(key):
+                parts.append(f"<p>{_card_text(detail[key])}</p>")
+        for section in detail.get("sections") or []:
+            if not isinstance(section, dict):
+                continue
+            parts.append(f"<p><strong>{_card_text(section.get('title'))}</strong></p><ul>")
+            for bullet in section.get("bullets") or []:
+                text = bullet.get("text") if isinstance(bullet, dict) else bullet
+                cites = bullet.get("cites") if isinstance(bullet, dict) else None
+                cited = (
+                    f" <span class='muted'>[{_card_text(', '.join(cites))}]</span>" if cites else ""
+                )
+                parts.append(f"<li>{_card_text(text)}{cited}</li>")
+            parts.append("</ul>")
+    else:
+        parts.append(f"<p>{_card_text(detail)}</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def render_fieldwise_card(card: dict[str, Any], feedback_action: str) -> str:
+    """The HTML page of the Fieldwise widget for one record's card JSON (every value escaped).
+
+    Args:
+        card: the JSON Fieldwise answered for the record.
+        feedback_action: where the thumbs buttons post (a sandbox route that forwards, signed).
+    """
+    from html import escape
+
+    body = ["<div data-testid='fw-card'>"]
+    if card.get("score") is not None:
+        stale = " <span class='muted'>(stale)</span>" if card.get("stale") else ""
+        body.append(
+            f"<p><span class='score' data-testid='fw-score'>{_card_text(card['score'])}</span>"
+            f"<span class='grade' data-testid='fw-grade'>{_card_text(card.get('grade'))}</span>"
+            f"{stale}</p>"
+        )
+    else:
+        body.append("<p class='muted'>Fieldwise has not scored this record yet.</p>")
+    reasons = card.get("reasons") or []
+    if reasons:
+        items = "".join(
+            f"<li>{_card_text(r.get('text') if isinstance(r, dict) else r)}</li>" for r in reasons
+        )
+        body.append(f"<section data-testid='fw-reasons'><h3>Why</h3><ul>{items}</ul></section>")
+    if card.get("suggested_owner"):
+        why = card.get("match_reason")
+        body.append(
+            "<section data-testid='fw-owner'><h3>Suggested owner</h3>"
+            f"<p>{_card_text(card['suggested_owner'])}</p>"
+            + (f"<p class='muted'>{_card_text(why)}</p>" if why else "")
+            + "</section>"
+        )
+    if card.get("next_step"):
+        body.append(
+            "<section data-testid='fw-next-step'><h3>Next step</h3>"
+            f"<p>{_card_text(card['next_step'])}</p></section>"
+        )
+    body.append(_detail_html(card.get("battle_card"), "fw-battle-card", "Battle card"))
+    body.append(_detail_html(card.get("forecast_note"), "fw-forecast-note", "Forecast note"))
+    flags = card.get("risk_flags")
+    if flags:
+        listed = flags.get("flags") if isinstance(flags, dict) else flags
+        flag_items: list[str] = []
+        for flag in listed if isinstance(listed, list) else [listed]:
+            if isinstance(flag, dict):
+                label = flag.get("label") or flag.get("name") or flag.get("kind") or flag
+                evidence = flag.get("evidence") or []
+                shown = ", ".join(
+                    str(e.get("ref") or e.get("text") or e) if isinstance(e, dict) else str(e)
+                    for e in evidence
+                )
+                review = flag.get("review") or flag.get("review_state")
+                flag_items.append(
+                    f"<li class='flag'>{_card_text(label)}"
+                    + (f" <span class='muted'>[{_card_text(shown)}]</span>" if shown else "")
+                    + (f" <span class='muted'>({_card_text(review)})</span>" if review else "")
+                    + "</li>"
+                )
+            else:
+                flag_items.append(f"<li class='flag'>{_card_text(flag)}</li>")
+        body.append(
+            f"<section data-testid='fw-risk-flags'><h3>Risk flags</h3><ul>{''.join(flag_items)}</ul>"
+            "</section>"
+        )
+    if card.get("model_version"):
+        body.append(f"<p class='muted'>model {_card_text(card['model_version'])}</p>")
+    chosen = (card.get("feedback") or {}).get("score", {}).get("vote")
+    action = escape(feedback_action, quote=True)
+    for vote, label, testid in (("up", "👍 Looks right", "fw-thumbs-up"),
+                                ("down", "👎 Looks wrong", "fw-thumbs-down")):  # fmt: skip
+        css = " class='chosen'" if chosen == vote else ""
+        body.append(
+            f"<form method='post' action='{action}'><input type='hidden' name='result' "
+            f"value='score'><input type='hidden' name='vote' value='{vote}'>"
+            f"<button type='submit'{css} data-testid='{testid}'>{label}</button></form>"
+        )
+    body.append("</div>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Fieldwise</title>"
+        f"<style>{_CARD_STYLE}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def render_fieldwise_problem(message: str) -> str:
+    """The widget's page when Fieldwise cannot be asked or refused the call."""
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Fieldwise</title>"
+        f"<style>{_CARD_STYLE}</style></head><body><div data-testid='fw-card'>"
+        f"<p class='muted' data-testid='fw-error'>{_card_text(message)}</p></div></body></html>"
+    )

@@ -55,6 +55,7 @@ from scoring.calibration import (
     roc_auc,
     scores_from_probs,
 )
+from scoring.curves import curve_points
 from scoring.features import (
     KINDS,
     FeatureFrame,
@@ -63,6 +64,7 @@ from scoring.features import (
     build_features,
     frame_from_records,
 )
+from scoring.feedback import feedback_summary, with_feedback_labels
 from scoring.monitoring import baseline
 from scoring.registry import CatBoostModel, ModelRegistry, ScoringModel
 from scoring.rules import RuleBasedModel, fit_rules
@@ -159,9 +161,14 @@ def train(
     frame = build_features(
         store, tenant_id, kind, as_of=as_of, for_training=True, excluded_fields=excluded_fields
     )
+    # Leads reps dismissed as "not a fit" join as negatives (scoring.feedback says why).
+    frame, feedback_training = with_feedback_labels(
+        store, tenant_id, frame, as_of=as_of, excluded_fields=excluded_fields
+    )
     _step(progress, "features", 1, 1)
     model, report, holdout = fit(frame, task_type=task_type, progress=progress, params=params)
     report["tenant_id"] = tenant_id
+    report["feedback"] = {**feedback_summary(store, tenant_id), "training": feedback_training}
     _step(progress, "saving", 0, 1)
     outcome = (registry or ModelRegistry(store)).register(tenant_id, kind, model, list(holdout))
     _step(progress, "saving", 1, 1)
@@ -554,6 +561,7 @@ def _report(
         "calibration_table": calibration_table(p_hold, y_hold) if n_hold else [],
         "grade_bands": [{"grade": g, "min_score": s} for g, s in GRADE_BANDS],
         "conversion_per_grade": per_grade(p_hold, y_hold) if n_hold else [],
+        "curves": curve_points(p_hold, y_hold),
         "top_features": _top_features(model, frame),
         "sufficiency": sufficiency,
         "fairness": _fairness(holdout, y_hold, p_hold, frame.info),

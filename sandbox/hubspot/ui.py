@@ -3,17 +3,28 @@
 ``/ui/<objectType>`` lists records with links; ``/ui/<objectType>/<id>`` shows every property
 (HubSpot's own and custom ones such as the AI properties Fieldwise writes) and embeds the Fieldwise
 card in an iframe when the sandbox knows the widget's base URL. Everything shown is HTML-escaped.
+
+The card is rendered here, as HubSpot renders an app card: ``/ui/<objectType>/<id>/fieldwise``
+calls Fieldwise's ``/cards/hubspot`` the way ``hubspot.fetch`` does (portalId, userId, userEmail
+and appId appended, signed with the app's client secret, v3) and shows the JSON; its thumbs
+buttons post back here and are forwarded, signed the same way, to ``/feedback``.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from html import escape
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from flask import Flask, Response, request
+import requests
+from flask import Flask, Response, redirect, request
+from werkzeug.wrappers import Response as BaseResponse
 
+from sandbox.common import render_fieldwise_card, render_fieldwise_problem
 from sandbox.hubspot.properties import OBJECT_TYPE_IDS, canonical_type
+from sandbox.hubspot.webhooks import sign_v3
 
 if TYPE_CHECKING:
     from sandbox.hubspot.server import HubSpotSandbox
@@ -102,14 +113,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
                 )
         widget = ""
         if sb.widget_base_url:
-            query = urlencode(
-                {
-                    "portalId": sb.portal_id,
-                    "objectType": OBJECT_TYPE_IDS[canonical],
-                    "objectId": rec["id"],
-                }
-            )
-            src = f"{sb.widget_base_url}/cards/hubspot?{query}"
+            src = f"/ui/{canonical}/{rec['id']}/fieldwise"
             widget = (
                 "<h2>Fieldwise</h2>"
                 f"<iframe id='fieldwise-card' src='{escape(src)}' width='480' height='640'"
@@ -126,6 +130,81 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
             + widget
         )
         return _page(title, body)
+
+    @app.get("/ui/<object_type>/<record_id>/fieldwise")
+    def ui_fieldwise_card(object_type: str, record_id: str) -> Response:
+        canonical = canonical_type(object_type)
+        if canonical is None or sb.repo.get(canonical, record_id) is None:
+            return Response(render_fieldwise_problem("No such record"), 404, mimetype="text/html")
+        if not sb.widget_base_url:
+            return Response(render_fieldwise_problem("The Fieldwise app card is not installed"),
+                            mimetype="text/html")  # fmt: skip
+        query = {"objectTypeId": OBJECT_TYPE_IDS[canonical], "objectId": record_id}
+        answer = _fetch(sb, "GET", "/cards/hubspot", query, None)
+        if answer is None or answer.status_code != 200:
+            return Response(render_fieldwise_problem(_problem(answer)), mimetype="text/html")
+        action = f"/ui/{canonical}/{record_id}/fieldwise/feedback"
+        return Response(render_fieldwise_card(answer.json(), action), mimetype="text/html")
+
+    @app.post("/ui/<object_type>/<record_id>/fieldwise/feedback")
+    def ui_fieldwise_feedback(object_type: str, record_id: str) -> BaseResponse:
+        canonical = canonical_type(object_type)
+        if canonical is None or sb.repo.get(canonical, record_id) is None or not sb.widget_base_url:
+            return Response(render_fieldwise_problem("No such record"), 404, mimetype="text/html")
+        user_id, _ = _viewer(sb)
+        body = {
+            "crm": "hubspot",
+            "object_type": OBJECT_TYPE_IDS[canonical],
+            "record_id": record_id,
+            "result": request.form.get("result", ""),
+            "vote": request.form.get("vote", ""),
+            "user_id": user_id,
+        }
+        answer = _fetch(sb, "POST", "/feedback", {}, body)
+        if answer is None or answer.status_code != 201:
+            return Response(render_fieldwise_problem(_problem(answer)), mimetype="text/html")
+        return redirect(f"/ui/{canonical}/{record_id}/fieldwise", code=303)
+
+
+def _viewer(sb: HubSpotSandbox) -> tuple[str, str]:
+    """The HubSpot user looking at the page: ``?userId=`` or the portal's first owner."""
+    owners = sb.owners()
+    wanted = request.args.get("userId")
+    for owner in owners:
+        if wanted is None or str(owner.get("userId") or owner.get("id")) == wanted:
+            return str(owner.get("userId") or owner.get("id")), str(owner.get("email") or "")
+    return wanted or "1", ""
+
+
+def _fetch(
+    sb: HubSpotSandbox, method: str, path: str, query: dict[str, Any], body: dict[str, Any] | None
+) -> requests.Response | None:
+    """Call Fieldwise as ``hubspot.fetch`` does: account and user appended, v3-signed."""
+    user_id, email = _viewer(sb)
+    params = {**query, "userId": user_id, "userEmail": email, "appId": sb.app_id,
+              "portalId": sb.portal_id}  # fmt: skip
+    url = f"{sb.widget_base_url}{path}?{urlencode(params)}"
+    raw = json.dumps(body) if body is not None else ""
+    timestamp = str(int(time.time() * 1000))
+    headers = {
+        "X-HubSpot-Signature-v3": sign_v3(sb.client_secret, method, url, raw, timestamp),
+        "X-HubSpot-Request-Timestamp": timestamp,
+        "Content-Type": "application/json",
+    }
+    try:
+        return requests.request(method, url, data=raw.encode(), headers=headers, timeout=15)
+    except requests.RequestException:
+        return None
+
+
+def _problem(answer: requests.Response | None) -> str:
+    if answer is None:
+        return "Fieldwise could not be reached."
+    try:
+        message = answer.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = answer.text[:200]
+    return f"Fieldwise answered {answer.status_code}: {message}"
 
 
 def _label(object_type: str, props: dict[str, str]) -> str:

@@ -170,10 +170,7 @@ def test_record_page_shows_properties_and_embeds_widget_escaped(loaded):
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert "<script>x</script>" not in page.text and "&lt;script&gt;x&lt;/script&gt;" in page.text
     assert "region" in page.text
-    assert (
-        f"http://fieldwise.test/cards/hubspot?portalId={sb.portal_id}&amp;objectType=0-2"
-        f"&amp;objectId={ids['acct-0002']}"
-    ) in page.text
+    assert f"src='/ui/companies/{ids['acct-0002']}/fieldwise'" in page.text
     listing = requests.get(f"{sb.base_url}/ui/contacts")
     assert f"/ui/contacts/{ids['lead-000000']}" in listing.text
     assert requests.get(f"{sb.base_url}/ui/contacts/999999999").status_code == 404

@@ -29,7 +29,7 @@ def test_record_page_escapes_values_and_embeds_the_widget(sf_api):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
     assert "score &lt;b&gt;high&lt;/b&gt;" in page.text and "A&amp;B" in page.text
     assert "AI_Reason__c" in page.text
-    assert f"src='https://fieldwise.example/cards/salesforce/{lead_id}'" in page.text
+    assert f"src='/ui/Lead/{lead_id}/fieldwise'" in page.text
 
 
 def test_record_list_links_to_record_pages(sf_api):

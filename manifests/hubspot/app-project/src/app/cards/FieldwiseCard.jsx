@@ -2,8 +2,10 @@
 //
 // Data comes from Fieldwise's /cards/hubspot through hubspot.fetch: HubSpot signs each request so
 // Fieldwise can verify it, and only hosts listed in app-hsmeta.json permittedUrls.fetch are
-// reachable. The answer is a JSON object keyed by result name (score, grade, reasons,
-// suggested_owner, battle_card, next_step); keys that are missing are simply not shown.
+// reachable. HubSpot appends portalId, userId, userEmail and appId to the URL before signing, so
+// Fieldwise knows the account and the user. The answer is a JSON object keyed by result name
+// (score, grade, reasons with evidence, suggested_owner, next_step, battle_card, forecast_note,
+// risk_flags, feedback); keys that are missing or null are simply not shown.
 import React, { useCallback, useEffect, useState } from "react";
 import {
   Button,
@@ -23,7 +25,8 @@ import {
 } from "@hubspot/ui-extensions";
 
 // The one host the card talks to; it must also be listed in app-hsmeta.json permittedUrls.fetch.
-const FIELDWISE_URL = "https://app.fieldwise.ai";
+// `fieldwise widgets build` replaces the placeholder with the deployment's FIELDWISE_PUBLIC_URL.
+const FIELDWISE_URL = "__FIELDWISE_PUBLIC_URL__";
 const CARD_PATH = "/cards/hubspot";
 const FEEDBACK_PATH = "/feedback";
 const TIMEOUT_MS = 10000;
@@ -102,9 +105,13 @@ function FieldwiseCard({ context }) {
     );
   }
 
-  const reasons = Array.isArray(card.reasons)
+  const reasons = (Array.isArray(card.reasons)
     ? card.reasons
-    : String(card.reasons || "").split("\n").filter((line) => line.trim());
+    : String(card.reasons || "").split("\n")
+  )
+    .map((reason) => (reason && typeof reason === "object" ? reason.text : String(reason)))
+    .filter((line) => line && line.trim());
+  const flags = card.risk_flags && Array.isArray(card.risk_flags.flags) ? card.risk_flags.flags : [];
   const owner =
     card.suggested_owner && typeof card.suggested_owner === "object"
       ? card.suggested_owner.name || card.suggested_owner.id
@@ -142,8 +149,27 @@ function FieldwiseCard({ context }) {
         <>
           <Divider />
           <Heading>Battle card</Heading>
-          {battleCardLines(card.battle_card).map((line, index) => (
+          {detailLines(card.battle_card).map((line, index) => (
             <Text key={`battle-${index}`}>{line}</Text>
+          ))}
+        </>
+      ) : null}
+      {card.forecast_note ? (
+        <>
+          <Divider />
+          <Heading>Forecast note</Heading>
+          {detailLines(card.forecast_note).map((line, index) => (
+            <Text key={`forecast-${index}`}>{line}</Text>
+          ))}
+        </>
+      ) : null}
+      {flags.length > 0 ? (
+        <>
+          <Heading>Risk flags</Heading>
+          {flags.map((flag, index) => (
+            <Tag key={`flag-${index}`} variant="warning">
+              {flag.label || flag.name || flag.kind || String(flag)}
+            </Tag>
           ))}
         </>
       ) : null}
@@ -167,8 +193,25 @@ function gradeVariant(grade) {
   return { A: "success", B: "info", C: "warning", D: "danger" }[grade] || "default";
 }
 
-// UI extensions render no raw HTML, so the rich-text battle card is shown as plain lines.
-function battleCardLines(html) {
+// A copilot result's structured detail as plain lines: section titles, then their bullets.
+// UI extensions render no raw HTML, so text values are stripped of tags too.
+function detailLines(detail) {
+  if (detail && typeof detail === "object") {
+    const lines = [];
+    if (detail.summary) lines.push(String(detail.summary));
+    (detail.sections || []).forEach((section) => {
+      if (section.title) lines.push(String(section.title));
+      (section.bullets || []).forEach((bullet) =>
+        lines.push(`• ${bullet && typeof bullet === "object" ? bullet.text : bullet}`)
+      );
+    });
+    if (lines.length === 0 && detail.text) return htmlLines(detail.text);
+    return lines;
+  }
+  return htmlLines(detail);
+}
+
+function htmlLines(html) {
   return String(html)
     .replace(/<\s*(br|\/p|\/li|\/h\d)\s*\/?>/gi, "\n")
     .replace(/<[^>]+>/g, "")

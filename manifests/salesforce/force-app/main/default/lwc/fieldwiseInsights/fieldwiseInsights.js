@@ -3,8 +3,9 @@
 // Data comes from Fieldwise's /cards/salesforce/<id> through the Apex class
 // FieldwiseCardController, which calls out via the Named Credential Fieldwise_API: a component
 // cannot reach an external host directly, and the credential keeps the tenant's secret out of code.
-// The answer is a JSON object keyed by result name (score, grade, reasons, suggested_owner,
-// battle_card, next_step); missing keys are simply not shown.
+// The answer is a JSON object keyed by result name (score, grade, reasons with evidence,
+// suggested_owner, next_step, battle_card, forecast_note, risk_flags, feedback); missing or null
+// keys are simply not shown.
 import { LightningElement, api } from "lwc";
 import getCard from "@salesforce/apex/FieldwiseCardController.getCard";
 import sendFeedback from "@salesforce/apex/FieldwiseCardController.sendFeedback";
@@ -55,7 +56,7 @@ export default class FieldwiseInsights extends LightningElement {
         const raw = this.card ? this.card.reasons : null;
         const list = Array.isArray(raw) ? raw : String(raw || "").split("\n");
         return list
-            .map((text) => String(text).trim())
+            .map((reason) => String(reason && typeof reason === "object" ? reason.text : reason).trim())
             .filter((text) => text.length > 0)
             .map((text, index) => ({ key: `reason-${index}`, text }));
     }
@@ -73,7 +74,19 @@ export default class FieldwiseInsights extends LightningElement {
     }
 
     get battleCard() {
-        return this.card && this.card.battle_card ? this.card.battle_card : "";
+        return detailLines(this.card ? this.card.battle_card : null);
+    }
+
+    get hasBattleCard() {
+        return this.battleCard.length > 0;
+    }
+
+    get forecastNote() {
+        return detailLines(this.card ? this.card.forecast_note : null);
+    }
+
+    get hasForecastNote() {
+        return this.forecastNote.length > 0;
     }
 
     get nextStep() {
@@ -96,12 +109,30 @@ export default class FieldwiseInsights extends LightningElement {
     async vote(vote) {
         this.feedbackError = undefined;
         try {
-            await sendFeedback({ recordId: this.recordId, result: "score", vote });
+            await sendFeedback({ recordId: this.recordId, result: "score", vote, reason: null });
             this.feedbackSent = true;
         } catch (e) {
             this.feedbackError = messageOf(e);
         }
     }
+}
+
+// A copilot result's structured detail as keyed lines: section titles, then their bullets.
+function detailLines(detail) {
+    const lines = [];
+    if (detail && typeof detail === "object") {
+        if (detail.summary) lines.push(String(detail.summary));
+        (detail.sections || []).forEach((section) => {
+            if (section.title) lines.push(String(section.title));
+            (section.bullets || []).forEach((bullet) =>
+                lines.push(`• ${bullet && typeof bullet === "object" ? bullet.text : bullet}`)
+            );
+        });
+        if (lines.length === 0 && detail.text) lines.push(String(detail.text));
+    } else if (detail) {
+        lines.push(String(detail));
+    }
+    return lines.map((text, index) => ({ key: `line-${index}`, text }));
 }
 
 function messageOf(error) {
