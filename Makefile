@@ -10,6 +10,8 @@ $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON3) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# The browser tests drive Debian's chromium; Playwright never downloads one.
+	@test -x /usr/bin/chromium || apt-get install -y --no-install-recommends chromium
 	@touch $@
 
 demo: $(INSTALLED)
@@ -26,7 +28,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 bench: $(INSTALLED)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	PYTHONPATH=. $(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

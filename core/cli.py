@@ -8,6 +8,7 @@ stderr and exit status 2, never a traceback. Commands import what they run lazil
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -186,6 +187,28 @@ def sandbox(
         sandboxes.stop()
 
 
+@main.group()
+def admin() -> None:
+    """The admin console's login."""
+
+
+@admin.command("hash-password")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from standard input.")
+def admin_hash_password(from_stdin: bool) -> None:
+    """Print a hash for FIELDWISE_ADMIN_PASSWORD_HASH (prompts for the password twice)."""
+    import sys
+
+    from werkzeug.security import generate_password_hash
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 12:
+        raise click.ClickException("the admin password must have at least 12 characters")
+    click.echo(generate_password_hash(password))
+
+
 @main.command()
 @click.option(
     "--data",
@@ -217,7 +240,9 @@ def demo(data_dir: str, seed_leads: int, once: bool, as_json: bool) -> None:
         if not once:
             click.echo(
                 f"Fieldwise is serving at {run.app_url} (health: {run.app_url}/healthz); "
-                "the record pages above embed its widget. Press Ctrl-C to stop.",
+                "the record pages above embed its widget. Admin console: "
+                f"{run.app_url}/admin/ (password for this run: {run.admin_password}). "
+                "Press Ctrl-C to stop.",
                 err=True,
             )
             threading.Event().wait()
@@ -684,4 +709,118 @@ def match(days: int, tenant_ids: tuple[str, ...], as_json: bool) -> None:
                 f"  {(row['name'] or row['rep'])[:21]:<22}{row['assigned']:>9}{row['share']:>8.1%}"
                 f"{str(row['peak_open']) + '/' + str(row['capacity']):>10}"
                 f"{row['historical_assigned']:>12}"
+            )
+
+
+@main.group()
+def widgets() -> None:
+    """The in-CRM widgets: build their sources for this deployment, show a tenant's secret."""
+
+
+@widgets.command("build")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=pathlib.Path),
+    help="Folder to write hubspot/app-project and salesforce/force-app into.",
+)
+@_config_errors_are_one_line
+def widgets_build(out_dir: pathlib.Path) -> None:
+    """Write the widget sources with FIELDWISE_PUBLIC_URL filled in, ready to deploy."""
+    from handlers.widgets import build_widget_projects
+
+    config = Config.from_env(require_secrets=False)
+    written = build_widget_projects(config.public_url, out_dir)
+    click.echo(f"HubSpot project: {written['hubspot']} (deploy with `hs project upload`)")
+    click.echo(
+        f"Salesforce source: {written['salesforce']} (deploy with `sf project deploy start`)"
+    )
+    click.echo(f"Both call Fieldwise at {config.public_url}")
+
+
+@widgets.command("secret")
+@click.argument("tenant_id")
+@_config_errors_are_one_line
+def widgets_secret(tenant_id: str) -> None:
+    """Print a Salesforce tenant's widget secret (created on first use) for its External Credential."""
+    from core.services import configure
+    from core.tenants import UnknownTenantError
+
+    services = configure(Config.from_env())
+    try:
+        tenant = services.registry.get(tenant_id)
+    except UnknownTenantError as exc:
+        raise click.ClickException(str(exc)) from None
+    if tenant.crm != "salesforce":
+        raise click.ClickException(
+            f"{tenant_id} is a {tenant.crm} tenant; only Salesforce widgets use a widget secret"
+        )
+    secret = services.registry.widget_secret(tenant_id, create=True)
+    click.echo(
+        "Paste this into Setup > Named Credentials > External Credentials > Fieldwise_API_Auth > "
+        "Principals > SigningSecret:"
+    )
+    click.echo(secret)
+
+
+# --------------------------------------------------------------------------------------------------
+# Competitor intel for battle cards
+
+
+@main.group()
+def intel() -> None:
+    """Competitor documents that battle cards cite (markdown, text, PDF)."""
+
+
+def _one_tenant(services: Any, tenant: str | None) -> str:
+    """The tenant named, or the only installed one."""
+    if tenant:
+        return tenant
+    installed = [t.tenant_id for t in services.registry.all()]
+    if len(installed) != 1:
+        found = "no tenant is installed" if not installed else f"{len(installed)} are installed"
+        raise click.UsageError(f"pass --tenant: {found}")
+    return installed[0]
+
+
+@intel.command("add")
+@click.argument("competitor")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--tenant", default=None, help="Tenant id (default: the only installed tenant).")
+@_config_errors_are_one_line
+def intel_add(competitor: str, files: tuple[str, ...], tenant: str | None) -> None:
+    """Add or replace a competitor's documents; their battle cards are marked for refresh."""
+    from copilot.intel import IntelError, add_intel, summary
+    from core.services import configure
+
+    services = configure(Config.from_env())
+    tenant_id = _one_tenant(services, tenant)
+    try:
+        added = add_intel(services, tenant_id, competitor, list(files))
+    except IntelError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"tenant_id": tenant_id, **summary(added)}))
+
+
+@intel.command("list")
+@click.option("--tenant", default=None, help="Tenant id (default: every installed tenant).")
+@click.option("--competitor", default=None, help="Only this competitor's documents.")
+@_config_errors_are_one_line
+def intel_list(tenant: str | None, competitor: str | None) -> None:
+    """List competitor documents: competitor, file, chunks, document id, when added."""
+    from copilot.intel import list_intel
+    from core.services import configure
+
+    services = configure(Config.from_env())
+    for tenant_id in _tenant_ids(services, tenant):
+        documents = list_intel(services.store, tenant_id, competitor)
+        if not documents:
+            click.echo(
+                f"{tenant_id}: no competitor documents (add some with `fieldwise intel add`)"
+            )
+        for doc in documents:
+            click.echo(
+                f"{tenant_id}  {doc['competitor']:<20} {doc['source']:<32} "
+                f"{doc['chunks']:>4} chunks  {doc['doc_id']}  {doc['added_at']:%Y-%m-%d %H:%M}"
             )

@@ -26,7 +26,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import redis
@@ -120,6 +120,18 @@ class JobQueue(Protocol):
 
     def health(self) -> dict[str, Any]:
         """Backend status for ``/healthz``; raises QueueUnavailable when it is down."""
+        ...
+
+    def depth(self) -> dict[str, int]:
+        """Jobs waiting per queue name (queued or scheduled, not yet running)."""
+        ...
+
+    def failed(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed jobs, newest first: ``id``, ``func``, ``args``, ``queue``, ``error``, ``ended_at``."""
+        ...
+
+    def requeue(self, job_id: str) -> bool:
+        """Queue a failed job again from scratch; False when no failed job has that id."""
         ...
 
 
@@ -257,6 +269,53 @@ class RedisQueue:
         except redis.RedisError as exc:
             raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
         return {"backend": "redis", "queues": depths}
+
+    def depth(self) -> dict[str, int]:
+        """Jobs waiting per rq queue, scheduled ones included."""
+        try:
+            return {
+                name: q.count + q.scheduled_job_registry.count for name, q in self._queues.items()
+            }
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+
+    def failed(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed jobs from each queue's rq failed-job registry, newest first."""
+        found: list[dict[str, Any]] = []
+        try:
+            for name, q in self._queues.items():
+                ids = q.failed_job_registry.get_job_ids(0, limit - 1)
+                for job in Job.fetch_many(ids, connection=self.connection):
+                    if job is None:
+                        continue
+                    latest = job.latest_result()
+                    found.append(
+                        {
+                            "id": job.id,
+                            "func": job.func_name,
+                            "args": tuple(job.args),
+                            "queue": name,
+                            "error": None if latest is None else latest.exc_string,
+                            "ended_at": job.ended_at,
+                        }
+                    )
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        found.sort(key=lambda j: j["ended_at"].timestamp() if j["ended_at"] else 0, reverse=True)
+        return found[:limit]
+
+    def requeue(self, job_id: str) -> bool:
+        """Move a job from its failed-job registry back onto its queue."""
+        rq_id = job_id if _RQ_JOB_ID.fullmatch(job_id) else rq_job_id(job_id)
+        try:
+            for q in self._queues.values():
+                registry = q.failed_job_registry
+                if rq_id in registry.get_job_ids():
+                    registry.requeue(rq_id)
+                    return True
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+        return False
 
     def queues(self) -> list[Queue]:
         """The rq queues, highest priority first (for workers)."""
@@ -408,6 +467,36 @@ class EmbeddedQueue:
             for job in self._jobs.values():
                 counts[job.status] = counts.get(job.status, 0) + 1
         return {"backend": "embedded", "jobs": counts}
+
+    def depth(self) -> dict[str, int]:
+        """Jobs waiting per queue name (queued or scheduled)."""
+        with self._cond:
+            counts = dict.fromkeys(QUEUE_NAMES, 0)
+            for job in self._jobs.values():
+                if job.status in {"queued", "scheduled"}:
+                    counts[job.queue] += 1
+            return counts
+
+    def failed(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Failed jobs, newest first."""
+        with self._cond:
+            jobs = [j for j in self._jobs.values() if j.status == "failed"]
+        jobs.sort(key=lambda j: j.finished_at, reverse=True)
+        return [
+            {"id": j.id, "func": j.func, "args": j.args, "queue": j.queue, "error": j.error,
+             "ended_at": datetime.fromtimestamp(j.finished_at, UTC)}
+            for j in jobs[:limit]
+        ]  # fmt: skip
+
+    def requeue(self, job_id: str) -> bool:
+        """Queue a failed job again with a fresh retry allowance."""
+        with self._cond:
+            job = self._jobs.get(job_id)
+            if job is None or job.status != "failed":
+                return False
+            job.status, job.attempts, job.not_before = "queued", 0, 0.0
+            self._cond.notify_all()
+        return True
 
     def drain(self, timeout_s: float = 60.0) -> bool:
         """Wait until no job is queued or running, and none is scheduled to run within the wait.

@@ -14,7 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core import services as process_services
 from core.config import Config
-from handlers import health, install, webhooks
+from handlers import admin, health, install, webhooks, widgets
 from handlers.context import EXTENSION
 from handlers.errors import register_error_handlers
 
@@ -59,4 +59,6 @@ def create_app(config: Config | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(install.bp)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(widgets.bp)
+    admin.init_app(app, config)
     return app

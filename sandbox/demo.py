@@ -36,9 +36,10 @@ from hubspot.crm.contacts import (
     SimplePublicObjectId,
 )
 from simple_salesforce import Salesforce
+from werkzeug.security import generate_password_hash
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from core.config import Config
+from core.config import Config, Secret
 from core.services import Services
 from handlers.app import create_app
 from handlers.context import EXTENSION
@@ -61,6 +62,8 @@ class DemoRun:
     app_url: str
     services: Services
     summary: dict[str, Any]
+    admin_password: str = ""
+    """The admin console's password for this run (its hash is in the run's configuration)."""
 
     def stop(self) -> None:
         """Stop the app, its queue and the sandboxes."""
@@ -91,10 +94,12 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
         data_dir / "sandbox", seed_leads=seed_leads, seed=seed, widget_base_url=app_url
     )
     salesforce, hubspot = sandboxes.salesforce, sandboxes.hubspot
+    admin_password = secrets.token_urlsafe(12)
     config = Config.for_demo(
         lancedb_uri=str(data_dir / "lancedb"),
         public_url=app_url,
         log_level="WARNING",
+        admin_password_hash=Secret(generate_password_hash(admin_password)),
         **crm_settings(salesforce, hubspot),
     )
     app = create_app(config)
@@ -104,7 +109,7 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
     services: Services = app.extensions[EXTENSION]
     server = make_server("127.0.0.1", port, app, threaded=True)
     threading.Thread(target=server.serve_forever, name="fieldwise-app", daemon=True).start()
-    run = DemoRun(sandboxes, server, app_url, services, {})
+    run = DemoRun(sandboxes, server, app_url, services, {}, admin_password)
     try:
         tenants = {
             "salesforce": _install(app_url, "salesforce", salesforce.session()),
