@@ -9,7 +9,9 @@ shipped in ``core/assets``. Nothing here touches the network.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from importlib import resources
 
@@ -24,6 +26,9 @@ MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 """Stored beside vectors so a later model change can be detected."""
 MAX_TOKENS = 256
 """The model was trained on inputs of up to 256 word pieces; longer notes are truncated."""
+CACHE_ENTRIES = 20_000
+"""Vectors kept in memory by text (about 30 MB): a note synced again with the same body, a
+repeated retrieval query or a history loaded twice is not embedded again."""
 
 
 class Embedder:
@@ -41,6 +46,8 @@ class Embedder:
         self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Embed texts in batches.
@@ -55,9 +62,26 @@ class Embedder:
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not a single string")
         out = np.zeros((len(texts), DIMENSION), dtype=np.float32)
-        for start in range(0, len(texts), batch_size):
-            batch = list(texts[start : start + batch_size])
-            out[start : start + len(batch)] = self._embed_batch(batch)
+        keys = [hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts]
+        missing: dict[bytes, list[int]] = {}
+        with self._cache_lock:
+            for row, key in enumerate(keys):
+                vector = self._cache.get(key)
+                if vector is None:
+                    missing.setdefault(key, []).append(row)
+                else:
+                    self._cache.move_to_end(key)
+                    out[row] = vector
+        todo = [texts[rows[0]] for rows in missing.values()]
+        todo_keys = list(missing)
+        for start in range(0, len(todo), batch_size):
+            vectors = self._embed_batch(list(todo[start : start + batch_size]))
+            with self._cache_lock:
+                for key, vector in zip(todo_keys[start : start + batch_size], vectors, strict=True):
+                    out[missing[key]] = vector
+                    self._cache[key] = vector
+                while len(self._cache) > CACHE_ENTRIES:
+                    self._cache.popitem(last=False)
         return out
 
     def embed_one(self, text: str) -> np.ndarray:

@@ -47,3 +47,18 @@ def test_the_model_loads_once_per_process():
 def test_a_single_string_is_refused_instead_of_embedding_each_character():
     with pytest.raises(TypeError, match="sequence of texts"):
         get_embedder().embed("one text")
+
+
+def test_repeated_and_duplicate_texts_get_the_same_vectors_as_a_fresh_embedding():
+    embedder = get_embedder()
+    texts = [
+        "Pricing came up again on the call",
+        "Security review passed",
+        "Pricing came up again on the call",
+    ]
+    first = embedder.embed(texts)
+    again = embedder.embed(texts[:2])
+    fresh = Embedder().embed(texts[:2])
+    assert np.array_equal(first[0], first[2])
+    assert np.array_equal(first[:2], again)
+    assert np.allclose(again, fresh, atol=1e-6)
