@@ -7,8 +7,9 @@ measures the console, not embeddings), trains the lead model on a 5,000-lead sli
 tenant's history so a model card exists, appends ``--ledger`` score-ledger rows and as many
 write-back audit rows spread over 90 days, then logs in through the Flask test client and renders
 each page ``--runs`` times. The bar: every page under 300 ms; the printed ratio is p95 / 300 ms
-(below 1 passes). The dry-run preview (a POST that replays the ledger and routing) is printed too,
-beside the bar, though it is an action rather than a page.
+(below 1 passes). The dry-run preview (a POST that replays the ledger and routing) is held to the
+same bar, each run proposing other settings; its first run builds the cached per-tenant inputs.
+``--keep DIR`` loads into ``DIR`` once and reuses it on later runs.
 """
 
 from __future__ import annotations
@@ -69,13 +70,40 @@ def _audit_rows(n: int, now: datetime, rng: np.random.Generator) -> list[dict]:
     ]  # fmt: skip
 
 
+def _load(services, n_leads: int, n_ledger: int) -> None:
+    started = time.perf_counter()
+    now = datetime.now(UTC).replace(microsecond=0)
+    small = generate(seed=7, n_leads=5000, now=now)
+    load_history_into_store(services.store, small, TENANT)
+    train(services.store, TENANT, "lead", as_of=small.now)
+    trained = time.perf_counter()
+    history = generate(seed=8, n_leads=n_leads, now=now)
+    load_history_into_store(services.store, history, TENANT)
+    loaded = time.perf_counter()
+    rng = np.random.default_rng(1)
+    # One append per table: every LanceDB append is a new fragment and table version, and reads
+    # slow down with the number of fragments.
+    services.store.append_score_entries(TENANT, _ledger_rows(n_ledger, now, rng))
+    services.store.append_audit(TENANT, _audit_rows(n_ledger, now, rng))
+    leads = services.store.count(TENANT, "lead")
+    done = time.perf_counter()
+    print(f"loaded {leads:,} leads, {n_ledger:,} ledger and audit rows in {done - started:.0f} s "
+          f"(model {trained - started:.0f} s, history {loaded - trained:.0f} s, "
+          f"ledgers {done - loaded:.0f} s)")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--ledger", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--keep", type=Path, default=None,
+        help="load into this folder, or reuse what an earlier run with the same folder loaded",
+    )  # fmt: skip
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-admin-"))
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-admin-"))
+    reuse = (root / "loaded").exists()
     password = secrets.token_urlsafe(12)
     config = Config.for_demo(
         lancedb_uri=str(root / "lancedb"),
@@ -85,21 +113,9 @@ def main() -> int:
     app = create_app(config)
     services, queue = scoring_services(config, str(root / "store"))
     app.extensions[EXTENSION] = services
-    started = time.perf_counter()
-    now = datetime.now(UTC).replace(microsecond=0)
-    small = generate(seed=7, n_leads=5000, now=now)
-    load_history_into_store(services.store, small, TENANT)
-    train(services.store, TENANT, "lead", as_of=small.now)
-    history = generate(seed=8, n_leads=args.leads, now=now)
-    load_history_into_store(services.store, history, TENANT)
-    rng = np.random.default_rng(1)
-    for chunk in range(0, args.ledger, 20_000):
-        size = min(20_000, args.ledger - chunk)
-        services.store.append_score_entries(TENANT, _ledger_rows(size, now, rng))
-        services.store.append_audit(TENANT, _audit_rows(size, now, rng))
-    leads = services.store.count(TENANT, "lead")
-    print(f"loaded {leads:,} leads, {args.ledger:,} ledger and audit rows in "
-          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    if not reuse:
+        _load(services, args.leads, args.ledger)
+        (root / "loaded").touch()
 
     client = app.test_client()
     token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/admin/login").text)[1]
@@ -134,15 +150,24 @@ def main() -> int:
         p95 = rest[min(len(rest) - 1, round(0.95 * (len(rest) - 1)))]
         worst = max(worst, p95 / BAR_MS)
         print(f"{name:<18}{first:>10.0f}{p50:>9.0f}{p95:>9.0f}{p95 / BAR_MS:>9.2f}")
-    form = {"csrf_token": token, "grade_0": "60", "grade_1": "30", "grade_2": "0",
-            "hysteresis_margin": "5", "capacity_default": "60", "fairness_band": "0.25",
-            "days": "30", "capacity_per_rep": "", "action": "preview"}  # fmt: skip
-    t0 = time.perf_counter()
-    answer = client.post(f"/admin/tuning/{TENANT}", data=form)
-    preview_ms = (time.perf_counter() - t0) * 1000
-    assert answer.status_code == 200
-    print(f"{'dry-run preview':<18}{preview_ms:>10.0f}{'':>9}{'':>9}{preview_ms / BAR_MS:>9.2f}"
-          "  (POST action, not a page)")  # fmt: skip
+    # Each preview proposes different thresholds and capacity, so nothing but the tenant's own
+    # data (ledger arrays, leads, the current settings' routing) can be reused between them.
+    times = []
+    for run in range(args.runs + 1):
+        form = {"csrf_token": token, "grade_0": str(60 + run % 10), "grade_1": "30",
+                "grade_2": "0", "hysteresis_margin": "5", "capacity_default": str(40 + run),
+                "fairness_band": "0.25", "days": "30", "capacity_per_rep": "",
+                "action": "preview"}  # fmt: skip
+        t0 = time.perf_counter()
+        answer = client.post(f"/admin/tuning/{TENANT}", data=form)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert answer.status_code == 200
+    first, rest = times[0], sorted(times[1:])
+    p50 = statistics.median(rest)
+    p95 = rest[min(len(rest) - 1, round(0.95 * (len(rest) - 1)))]
+    worst = max(worst, p95 / BAR_MS)
+    print(f"{'dry-run preview':<18}{first:>10.0f}{p50:>9.0f}{p95:>9.0f}{p95 / BAR_MS:>9.2f}"
+          "  (POST)")  # fmt: skip
     print(f"worst page p95 / 300 ms: {worst:.2f}")
     queue.stop()
     return 0 if worst < 1 else 1

@@ -38,7 +38,8 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -47,6 +48,7 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 from lancedb.index import FTS
+from lancedb.query import ColumnOrdering
 from marshmallow import fields as mfields
 
 from core.config import Config
@@ -67,6 +69,8 @@ TABLES: dict[str, str] = {
 """Entity name to table name."""
 
 KEY_COLUMNS = ("tenant_id", "crm_id")
+MEMO_ENTRIES = 32
+"""Derived values :meth:`Store.memo` keeps per store."""
 _NEWER_ONLY = "target.updated_at < source.updated_at"
 _EXTRA_NOTE_COLUMNS = {"vector": pa.list_(pa.float32(), DIMENSION), "embedding_model": pa.string()}
 
@@ -285,6 +289,8 @@ class Store:
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._suppression: dict[str, frozenset[str]] = {}
+        self._memo: OrderedDict[tuple[Any, ...], tuple[tuple[int, ...], Any]] = OrderedDict()
+        self._memo_lock = threading.Lock()
 
     @property
     def _db(self) -> Any:
@@ -847,9 +853,25 @@ class Store:
             columns: the columns to return (all when None).
             limit: at most this many rows (all when None).
         """
+        return self.read_arrow(
+            tenant_id, name, schema, filters, since=since, columns=columns, limit=limit
+        ).to_pylist()
+
+    def read_arrow(
+        self,
+        tenant_id: str,
+        name: str,
+        schema: pa.Schema,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        since: tuple[str, datetime] | None = None,
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> pa.Table:
+        """:meth:`read_rows` as an Arrow table, for numbers computed over many rows."""
         _require_tenant(tenant_id)
         if name not in _list_tables(self._db):
-            return []
+            return schema.empty_table() if columns is None else schema.empty_table().select(columns)
         where = _where(tenant_id, schema, filters)
         if since is not None:
             column, earliest = since
@@ -859,7 +881,120 @@ class Store:
         query = self._system_table(name, schema).search().where(where)
         if columns is not None:
             query = query.select(list(columns))
-        return query.limit(limit).to_arrow().to_pylist()
+        return query.limit(limit).to_arrow()
+
+    def read_sorted(
+        self,
+        tenant_id: str,
+        name: str,
+        schema: pa.Schema,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        order_by: Sequence[str],
+        descending: bool = True,
+        span: tuple[str, datetime | None, datetime | None] | None = None,
+        present: Sequence[str] = (),
+        columns: Sequence[str] | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One slice of a tenant's rows sorted by LanceDB, and how many rows match in all.
+
+        LanceDB sorts and slices in the query (``order_by``, ``offset``, ``limit``), keeping only
+        the top ``offset + limit`` rows while it scans, so a page of a large log costs one scan
+        of the filter columns and reads full rows only for the page.
+
+        Args:
+            tenant_id: whose rows.
+            name: the table.
+            schema: its schema (the table is not created by a read).
+            filters: column -> value, as for :meth:`read_rows`.
+            order_by: the sort columns, the first one deciding most.
+            descending: newest (largest) first.
+            span: ``(time column, earliest, latest)``, both ends included, either may be None.
+            present: columns that must not be null.
+            columns: the columns to return (all when None).
+            offset: rows to skip.
+            limit: most rows to return.
+        """
+        _require_tenant(tenant_id)
+        if name not in _list_tables(self._db):
+            return [], 0
+        where = _where(tenant_id, schema, filters)
+        named = [*order_by, *present, *([span[0]] if span else [])]
+        unknown = [c for c in named if c not in schema.names]
+        if unknown:
+            raise ValueError(f"{name} has no column {unknown[0]!r}")
+        where += "".join(f" AND {column} IS NOT NULL" for column in present)
+        if span is not None:
+            column, earliest, latest = span
+            if earliest is not None:
+                where += f" AND {column} >= {_sql_literal(earliest)}"
+            if latest is not None:
+                where += f" AND {column} <= {_sql_literal(latest)}"
+        table = self._system_table(name, schema)
+        total = int(table.count_rows(where))
+        if total <= offset:
+            return [], total
+        ordering = [
+            ColumnOrdering(column_name=c, ascending=not descending, nulls_first=False)
+            for c in order_by
+        ]
+        query = table.search().where(where).order_by(ordering).offset(offset).limit(limit)
+        if columns is not None:
+            query = query.select(list(dict.fromkeys([*columns, *order_by])))
+        return query.to_arrow().to_pylist(), total
+
+    def table_versions(self, names: Sequence[str]) -> tuple[int, ...]:
+        """The current version of each table (0 for one not created yet).
+
+        Every write to a LanceDB table, from any process, makes a new version, so an unchanged
+        tuple means unchanged data; reading it is one small manifest check.
+        """
+        with self._lock:
+            opened = set(self._tables) >= set(names)
+        # Listing tables costs a round trip to LanceDB's event loop; an opened table needs none.
+        existing = set(names) if opened else set(_list_tables(self._db))
+        versions = []
+        for name in names:
+            if name not in existing:
+                versions.append(0)
+                continue
+            with self._lock:
+                table = self._tables.get(name)
+                if table is None:
+                    table = self._tables[name] = self._db.open_table(name)
+            versions.append(int(table.version))
+        return tuple(versions)
+
+    def memo(
+        self,
+        tenant_id: str,
+        key: tuple[Any, ...],
+        tables: Sequence[str],
+        build: Callable[[], Any],
+    ) -> Any:
+        """``build()``'s value for ``(tenant_id, key)``, kept while ``tables`` stay unchanged.
+
+        For derived numbers that are costly to compute from many rows and cheap to keep: any write
+        to one of ``tables`` (by this process or another) makes the next call build again. At most
+        :data:`MEMO_ENTRIES` values are kept per store, least recently used dropped first.
+        """
+        _require_tenant(tenant_id)
+        versions = self.table_versions(tables)
+        slot = (tenant_id, *key)
+        with self._memo_lock:
+            held = self._memo.get(slot)
+            if held is not None and held[0] == versions:
+                self._memo.move_to_end(slot)
+                return held[1]
+        value = build()
+        with self._memo_lock:
+            self._memo[slot] = (versions, value)
+            self._memo.move_to_end(slot)
+            while len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
+        return value
 
     def delete_rows(
         self, tenant_id: str, name: str, schema: pa.Schema, filters: Mapping[str, Any]

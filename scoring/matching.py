@@ -29,6 +29,10 @@ assignments against the owners the leads actually had, with per-rep load, shares
 
 from __future__ import annotations
 
+import bisect
+import functools
+import heapq
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -182,6 +186,10 @@ class FitModel:
     team_rate: dict[str, float]
     trained_on: int
     default_logit: float = -2.0
+    expected_rows: dict[tuple[str, ...], dict[tuple[str, str, str], np.ndarray]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Routers' cache: per rep order, each kind of lead's expected conversion with every rep."""
     learned_effects: tuple[float, float] = (0.0, 0.0)
     """Territory and expertise effects as the history alone estimated them."""
     prior_strength: float = MAX_PRIOR_CONVERSIONS
@@ -337,53 +345,127 @@ class Router:
     reps: Mapping[str, Rep]
     settings: ScoringSettings
     open_load: dict[str, int] = field(default_factory=dict)
-    """Open leads each rep holds now."""
+    """Open leads each rep holds now (kept up to date by :meth:`assign` and :meth:`release`)."""
     routed: dict[str, int] = field(default_factory=dict)
     """Leads routed to each rep in the fairness window."""
+
+    def __post_init__(self) -> None:
+        # The same counts as arrays over the reps, so one choice is a few vector operations
+        # rather than a loop over every rep (a replay makes thousands of choices among 200 reps).
+        self._order = list(self.reps.values())
+        self._position = {rep.id: i for i, rep in enumerate(self._order)}
+        self._capacity = np.array([r.capacity for r in self._order], dtype=np.int64)
+        self._available = np.array([r.available for r in self._order], dtype=bool)
+        self._id_rank = np.argsort(np.argsort(np.array([r.id for r in self._order], dtype=object)))
+        self._load = np.array([self.open_load.get(r.id, 0) for r in self._order], dtype=np.int64)
+        self._routed = np.array([self.routed.get(r.id, 0) for r in self._order], dtype=np.int64)
+        self._pool_size = int(self._available.sum())
+        self._pool_routed = int(self._routed[self._available].sum())
+        # Reps that can take a lead now, and the fewest and most leads routed to one rep of the
+        # pool: most choices need neither the fairness nor the "owed" test rep by rep.
+        self._room = self._available & (self._load < self._capacity)
+        self._room_count = int(self._room.sum())
+        pool_routed = self._routed[self._available]
+        self._routed_min = int(pool_routed.min()) if len(pool_routed) else 0
+        self._routed_max = int(pool_routed.max()) if len(pool_routed) else 0
+        self._expected = self.fit.expected_rows.setdefault(tuple(rep.id for rep in self._order), {})
 
     @property
     def pool(self) -> list[Rep]:
         """The reps that can take leads at all."""
         return [r for r in self.reps.values() if r.available]
 
-    def choose(self, lead: LeadView) -> Choice | None:
-        """The best eligible rep for ``lead`` (None when every rep is away or full)."""
-        pool = self.pool
-        with_room = [r for r in pool if self.open_load.get(r.id, 0) < r.capacity]
-        if not with_room:
+    def expected_all(self, lead: LeadView) -> np.ndarray:
+        """:meth:`FitModel.expected` of ``lead`` with every rep, in the order of ``reps``.
+
+        It depends only on the lead's segment, region and product, so it is computed once per
+        such combination.
+        """
+        key = (lead.segment, _norm(lead.region or ""), _norm(lead.product or ""))
+        found = self._expected.get(key)
+        if found is None:
+            found = self._expected[key] = np.array(
+                [self.fit.expected(lead, rep) for rep in self._order], dtype=float
+            )
+        return found
+
+    def choose(self, lead: LeadView, *, explain: bool = True) -> Choice | None:
+        """The best eligible rep for ``lead`` (None when every rep is away or full).
+
+        Candidates are the available reps below capacity and inside the fairness band (those
+        owed leads first); the best has the highest expected conversion, then the lightest load
+        for its capacity, then the smallest id. With ``explain`` off the reason is left empty (a
+        replay reports numbers, not sentences).
+        """
+        if not self._room_count:
             return None
+        with_room = self._room
         band = self.settings.fairness_band * FAIRNESS_SAFETY
-        total = sum(self.routed.get(r.id, 0) for r in pool) + 1
-        equal = total / len(pool)
+        total = self._pool_routed + 1
+        equal = total / self._pool_size
         ceiling = max(math.floor((1 + band) * equal), math.ceil(equal) + FAIRNESS_SLACK)
         floor = min((1 - band) * equal, math.floor(equal) - FAIRNESS_SLACK)
-        fair = [r for r in with_room if self.routed.get(r.id, 0) + 1 <= ceiling] or with_room
-        owed = [r for r in fair if self.routed.get(r.id, 0) < floor]
-        candidates = owed or fair
-        ranked = sorted(
-            candidates,
-            key=lambda r: (
-                -self.fit.expected(lead, r),
-                self.open_load.get(r.id, 0) / max(r.capacity, 1),
-                r.id,
-            ),
-        )
-        best = ranked[0]
-        expected = self.fit.expected(lead, best)
-        others = [self.fit.expected(lead, r) for r in with_room if r.id != best.id]
-        runner_up = max(others) if others else None
-        reason = self._reason(lead, best, expected, runner_up, bool(owed))
-        return Choice(lead.crm_id, best, expected, reason, runner_up)
+        fair = with_room
+        if self._routed_max + 1 > ceiling:
+            fair = with_room & (self._routed + 1 <= ceiling)
+            if not fair.any():
+                fair = with_room
+        is_owed = False
+        candidates = fair
+        if self._routed_min < floor:
+            owed = fair & (self._routed < floor)
+            is_owed = bool(owed.any())
+            candidates = owed if is_owed else fair
+        expected = self.expected_all(lead)
+        ranked = np.where(candidates, expected, -np.inf)
+        tied = np.flatnonzero(ranked == ranked.max())
+        if len(tied) > 1:
+            ratio = self._load[tied] / np.maximum(self._capacity[tied], 1)
+            tied = tied[ratio == ratio.min()]
+        best = int(tied[np.argmin(self._id_rank[tied])]) if len(tied) > 1 else int(tied[0])
+        rep = self._order[best]
+        if not explain:
+            return Choice(lead.crm_id, rep, float(expected[best]), "")
+        others = np.where(with_room, expected, -np.inf)
+        others[best] = -np.inf
+        runner_up = float(others.max()) if np.isfinite(others.max()) else None
+        reason = self._reason(lead, rep, float(expected[best]), runner_up, is_owed)
+        return Choice(lead.crm_id, rep, float(expected[best]), reason, runner_up)
+
+    def expected_with(self, lead: LeadView, rep_id: str) -> float:
+        """:meth:`FitModel.expected` of ``lead`` with one of the reps."""
+        return float(self.expected_all(lead)[self._position[rep_id]])
+
+    def _recount(self, position: int) -> None:
+        room = bool(self._available[position] and self._load[position] < self._capacity[position])
+        if room != self._room[position]:
+            self._room[position] = room
+            self._room_count += 1 if room else -1
 
     def assign(self, choice: Choice) -> None:
         """Count a routed lead against its rep."""
         rep_id = choice.rep.id
         self.routed[rep_id] = self.routed.get(rep_id, 0) + 1
         self.open_load[rep_id] = self.open_load.get(rep_id, 0) + 1
+        position = self._position.get(rep_id)
+        if position is not None:
+            self._routed[position] += 1
+            self._load[position] += 1
+            self._recount(position)
+            if self._available[position]:
+                self._pool_routed += 1
+                count = int(self._routed[position])
+                self._routed_max = max(self._routed_max, count)
+                if count - 1 == self._routed_min:
+                    self._routed_min = int(self._routed[self._available].min())
 
     def release(self, rep_id: str) -> None:
         """A lead of this rep closed (replay): one open lead fewer."""
         self.open_load[rep_id] = max(0, self.open_load.get(rep_id, 0) - 1)
+        position = self._position.get(rep_id)
+        if position is not None:
+            self._load[position] = self.open_load[rep_id]
+            self._recount(position)
 
     def _reason(
         self, lead: LeadView, rep: Rep, expected: float, runner_up: float | None, owed: bool
@@ -561,11 +643,10 @@ def replay(
     settings = settings or ScoringSettings()
     exclude = [integration_user_id] if integration_user_id else []
     reps = reps_from_store(store, tenant_id, settings, exclude)
-    leads = [lead_view(r) for r in store.query(tenant_id, "lead")]
-    leads = [x for x in leads if x.created_at is not None]
+    leads = replay_leads(store, tenant_id)
     if not leads or not reps:
         raise ValueError(f"tenant {tenant_id} has no leads or no reps to replay")
-    end = now or max(x.created_at for x in leads if x.created_at is not None)
+    end = now or _created(leads[-1])
     start = end - timedelta(days=days)
     open_for = timedelta(days=settings.lead_open_days)
 
@@ -576,28 +657,27 @@ def replay(
             return min(done, lead.converted_at)
         return done
 
-    created = {x.crm_id: x.created_at for x in leads if x.created_at is not None}
-    history = [x for x in leads if created[x.crm_id] < start]
-    window = sorted(
-        (x for x in leads if start <= created[x.crm_id] <= end),
-        key=lambda x: (created[x.crm_id], x.crm_id),
-    )
+    # ``leads`` is sorted by creation time, so the history and the window are two slices.
+    first = bisect.bisect_left(leads, start, key=_created)
+    history = leads[:first]
+    window = leads[first : bisect.bisect_right(leads, end, key=_created)]
     if not window:
         raise ValueError(f"no leads were created in the last {days} days")
-    trained = [
-        x for x in history if x.decided and (x.converted_at is None or x.converted_at < start)
-    ]
-    fit = FitModel.fit(trained, reps)
+    fit = _history_fit(store, tenant_id, history, start, reps)
 
-    carried: list[tuple[datetime, str]] = [
-        (closes(x), x.owner_id or "") for x in history if x.owner_id in reps and closes(x) > start
-    ]
-    router = Router(fit, reps, settings)
+    # A lead counts against capacity at most ``open_for`` after it was created.
+    recent = history[bisect.bisect_right(history, start - open_for, key=_created) :]
     hist_load: dict[str, int] = {}
-    closing: list[tuple[datetime, str, str]] = [(t, "both", o) for t, o in carried]
-    for _, _, owner in closing:
-        router.open_load[owner] = router.open_load.get(owner, 0) + 1
-        hist_load[owner] = hist_load.get(owner, 0) + 1
+    # Leads closing, soonest first: (when, order pushed, whose load, rep id).
+    closing: list[tuple[datetime, int, str, str]] = []
+    pushed = itertools.count()
+    for lead in recent:
+        if lead.owner_id in reps and closes(lead) > start:
+            owner = lead.owner_id or ""
+            hist_load[owner] = hist_load.get(owner, 0) + 1
+            closing.append((closes(lead), next(pushed), "both", owner))
+    heapq.heapify(closing)
+    router = Router(fit, reps, settings, dict(hist_load))
     peak = dict(router.open_load)
     hist_peak = dict(hist_load)
     fieldwise_expected = historical_expected = 0.0
@@ -610,17 +690,15 @@ def replay(
     actual_conversions, decided_in_window = 0, 0
     for lead in window:
         assert lead.created_at is not None
-        due = [c for c in closing if c[0] <= lead.created_at]
-        if due:
-            closing = [c for c in closing if c[0] > lead.created_at]
-            for _, who, owner in due:
-                if who in ("both", "fieldwise"):
-                    router.release(owner)
-                if who in ("both", "historical"):
-                    hist_load[owner] = max(0, hist_load.get(owner, 0) - 1)
+        while closing and closing[0][0] <= lead.created_at:
+            _, _, who, owner = heapq.heappop(closing)
+            if who in ("both", "fieldwise"):
+                router.release(owner)
+            if who in ("both", "historical"):
+                hist_load[owner] = max(0, hist_load.get(owner, 0) - 1)
         historical = reps.get(lead.owner_id or "")
         if historical is not None:
-            p = fit.expected(lead, historical)
+            p = router.expected_with(lead, historical.id)
             historical_expected += p
             per_rep[historical.id]["historical_assigned"] += 1
             matched_hist += territory_match(lead, historical)
@@ -629,11 +707,11 @@ def replay(
             hist_peak[historical.id] = max(
                 hist_peak.get(historical.id, 0), hist_load[historical.id]
             )
-            closing.append((closes(lead), "historical", historical.id))
+            heapq.heappush(closing, (closes(lead), next(pushed), "historical", historical.id))
         if lead.decided:
             decided_in_window += 1
             actual_conversions += lead.converted
-        choice = router.choose(lead)
+        choice = router.choose(lead, explain=False)
         if choice is None:
             unrouted += 1
             continue
@@ -646,7 +724,7 @@ def replay(
         matched_fw += territory_match(lead, rep)
         expert_fw += expertise_match(lead, rep)
         peak[rep.id] = max(peak.get(rep.id, 0), router.open_load[rep.id])
-        closing.append((closes(lead), "fieldwise", rep.id))
+        heapq.heappush(closing, (closes(lead), next(pushed), "fieldwise", rep.id))
 
     pool = [r for r in reps.values() if r.available]
     routed_total = sum(per_rep[r.id]["assigned"] for r in pool)
@@ -727,10 +805,68 @@ def replay(
     return report
 
 
+REPLAY_LEAD_COLUMNS = (
+    "crm_id", "region", "employees", "custom", "owner_id", "created_at", "updated_at",
+    "is_converted", "converted_at", "status",
+)  # fmt: skip
+"""The lead columns :func:`lead_view` reads."""
+
+
+def replay_leads(store: Store, tenant_id: str) -> list[LeadView]:
+    """A tenant's leads with a creation time as routing sees them, oldest first (then by id).
+
+    Kept (``Store.memo``) until the leads table changes: a dry run replays the same leads under
+    several settings.
+    """
+
+    def build() -> list[LeadView]:
+        rows = store.query(tenant_id, "lead", columns=REPLAY_LEAD_COLUMNS)
+        views = [lead_view(row) for row in rows]
+        return sorted((x for x in views if x.created_at is not None), key=_arrival)
+
+    leads: list[LeadView] = store.memo(tenant_id, ("replay-leads",), ["leads"], build)
+    return leads
+
+
+def _history_fit(
+    store: Store,
+    tenant_id: str,
+    history: Sequence[LeadView],
+    start: datetime,
+    reps: Mapping[str, Rep],
+) -> FitModel:
+    """The fit model learned from leads decided before ``start`` (kept while leads and reps are)."""
+    # Capacity and availability do not change what the fit learns; who the reps are does.
+    who = tuple(
+        sorted((r.id, r.territory or "", tuple(sorted(r.expertise))) for r in reps.values())
+    )
+
+    def build() -> FitModel:
+        trained = [
+            x for x in history if x.decided and (x.converted_at is None or x.converted_at < start)
+        ]
+        return FitModel.fit(trained, reps)
+
+    fit: FitModel = store.memo(
+        tenant_id, ("replay-fit", start.isoformat(), who), ["leads", "users"], build
+    )
+    return fit
+
+
+def _created(lead: LeadView) -> datetime:
+    assert lead.created_at is not None
+    return lead.created_at
+
+
+def _arrival(lead: LeadView) -> tuple[datetime, str]:
+    return (_created(lead), lead.crm_id)
+
+
 # --------------------------------------------------------------------------------------------------
 # Helpers
 
 
+@functools.lru_cache(maxsize=4096)
 def _norm(value: str) -> str:
     return re.sub(r"\s+", " ", value.strip().lower())
 

@@ -16,16 +16,21 @@ Nothing is saved here; :func:`scoring.settings.save_settings` does that after th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from core.store import SCORE_LEDGER_SCHEMA, Store
-from scoring.grades import grade_for, hysteresis_grade
 from scoring.matching import replay
 from scoring.settings import ScoringSettings, parse_settings
 
 MAX_DAYS = 365
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ROUTING_KEYS = (
     "capacity_default",
     "capacity_per_rep",
@@ -45,6 +50,59 @@ def proposed_settings(current: ScoringSettings, changes: Mapping[str, Any]) -> S
     return parse_settings({**current.to_dict(), **dict(changes)})
 
 
+@dataclass(frozen=True)
+class LedgerScores:
+    """A tenant's non-stale score-ledger entries of one kind as arrays, oldest first.
+
+    ``record`` numbers the records (``crm_id``) from 0; ``old_score`` is -1 where the entry had
+    none (the record's first score).
+    """
+
+    covers_from: datetime
+    """Entries at or after this moment are all here."""
+    scored_at: np.ndarray
+    """Microseconds since the epoch (UTC), ascending."""
+    record: np.ndarray
+    old_score: np.ndarray
+    new_score: np.ndarray
+
+
+def ledger_scores(store: Store, tenant_id: str, kind: str, since: datetime) -> LedgerScores:
+    """The compact score ledger from ``since`` on.
+
+    The ledger of the last :data:`MAX_DAYS` is kept (``Store.memo``) until the ledger changes, so
+    a dry run over any window in it reads no rows; an older ``since`` reads afresh.
+    """
+    covered: LedgerScores = store.memo(
+        tenant_id, ("tuning-ledger", kind), ["score_ledger"],
+        lambda: _read_ledger(store, tenant_id, kind, datetime.now(UTC) - timedelta(days=MAX_DAYS)),
+    )  # fmt: skip
+    if since >= covered.covers_from:
+        return covered
+    return _read_ledger(store, tenant_id, kind, since)
+
+
+def _read_ledger(store: Store, tenant_id: str, kind: str, since: datetime) -> LedgerScores:
+    table = store.read_arrow(
+        tenant_id, "score_ledger", SCORE_LEDGER_SCHEMA, {"kind": kind, "stale": False},
+        since=("scored_at", since), columns=["crm_id", "scored_at", "old_score", "new_score"],
+    )  # fmt: skip
+    stamps = table.column("scored_at").cast(pa.int64()).to_numpy()
+    ids = pc.dictionary_encode(table.column("crm_id")).combine_chunks()
+    record = ids.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    old = table.column("old_score").fill_null(-1).to_numpy().astype(np.int64)
+    new = table.column("new_score").fill_null(0).to_numpy().astype(np.int64)
+    order = np.argsort(stamps, kind="stable")
+    return LedgerScores(since, stamps[order], record[order], old[order], new[order])
+
+
+def _rank_of(scores: np.ndarray, bands: Sequence[tuple[str, float]]) -> np.ndarray:
+    """:func:`scoring.grades.grade_for` as band positions (0 best) for many scores at once."""
+    lows = np.array([low for _, low in bands], dtype=float)
+    below = (scores[:, None] < lows[None, :]).sum(axis=1)
+    return np.minimum(below, len(bands) - 1)
+
+
 def replay_grades(
     store: Store,
     tenant_id: str,
@@ -56,58 +114,77 @@ def replay_grades(
 ) -> list[dict[str, Any]]:
     """Replay the score ledger of the last ``days`` under each of ``settings``.
 
+    Every record's scores are replayed one step at a time for all records at once: step ``j`` moves
+    each record that has a ``j``-th score through :func:`scoring.grades.hysteresis_grade` (in band
+    positions: rising takes the plain band, falling stops at the band ``score + margin`` reaches
+    or the band held, whichever is worse).
+
     Returns:
-        One summary per settings object: ``records``, ``crossings`` and ``grades`` (label,
-        count, expected conversions), best grade first.
+        One summary per settings object: ``records``, ``entries``, ``crossings`` and ``grades``
+        (label, lowest score, count, expected conversions), best grade first.
     """
     since = (now or datetime.now(UTC)) - timedelta(days=days)
-    rows = store.read_rows(
-        tenant_id,
-        "score_ledger",
-        SCORE_LEDGER_SCHEMA,
-        {"kind": kind, "stale": False},
-        since=("scored_at", since),
-        columns=["crm_id", "scored_at", "old_score", "new_score"],
-    )
-    rows.sort(key=lambda r: (r["scored_at"], r["crm_id"]))
-    history: dict[str, list[int]] = {}
-    for row in rows:
-        scores = history.get(row["crm_id"])
-        if scores is None:
-            scores = history[row["crm_id"]] = []
-            if row["old_score"] is not None:
-                scores.append(int(row["old_score"]))
-        scores.append(int(row["new_score"]))
+    ledger = ledger_scores(store, tenant_id, kind, since)
+    low = int(np.searchsorted(ledger.scored_at, _micros(since), side="left"))
+    record = ledger.record[low:]
+    old = ledger.old_score[low:]
+    new = ledger.new_score[low:]
+    entries = len(record)
+    # Group each record's entries together, keeping their time order.
+    order = np.argsort(record, kind="stable")
+    record, old, new = record[order], old[order], new[order]
+    first = np.ones(entries, dtype=bool)
+    first[1:] = record[1:] != record[:-1]
+    starts = np.flatnonzero(first)
+    records = len(starts)
+    # A record's replayed sequence: the score before its first change in the window (when the
+    # ledger has it), then each new score.
+    has_start = old[starts] >= 0
+    length = np.diff(np.append(starts, entries)) + has_start
+    sequence_start = np.concatenate(([0], np.cumsum(length)[:-1])).astype(np.int64)
+    scores = np.empty(int(length.sum()), dtype=np.int64)
+    scores[sequence_start[has_start]] = old[starts][has_start]
+    owner = np.repeat(np.arange(records), np.diff(np.append(starts, entries)))
+    position = np.arange(entries) - starts[owner] + has_start[owner]
+    scores[sequence_start[owner] + position] = new
+    last = scores[sequence_start + length - 1] if records else scores[:0]
     summaries = []
     for one in settings:
-        counts = {label: 0 for label in one.grade_labels}
-        expected = {label: 0.0 for label in one.grade_labels}
+        plain = _rank_of(scores.astype(float), one.grades)
+        sticky = _rank_of(scores + float(one.hysteresis_margin), one.grades)
+        grade = plain[sequence_start] if records else plain[:0]
         crossings = 0
-        for scores in history.values():
-            grade = grade_for(scores[0], one.grades)
-            for score in scores[1:]:
-                new = hysteresis_grade(score, grade, one.grades, one.hysteresis_margin)
-                crossings += new != grade
-                grade = new
-            counts[grade] += 1
-            expected[grade] += scores[-1] / 100.0
+        alive = np.arange(records)
+        for step in range(1, int(length.max()) if records else 0):
+            alive = alive[length[alive] > step]
+            at = sequence_start[alive] + step
+            held = grade[alive]
+            moved = np.where(plain[at] <= held, plain[at], np.maximum(held, sticky[at]))
+            crossings += int(np.count_nonzero(moved != held))
+            grade[alive] = moved
+        counts = np.bincount(grade, minlength=len(one.grades))
+        points = np.bincount(grade, weights=last, minlength=len(one.grades))
         summaries.append(
             {
-                "records": len(history),
-                "entries": len(rows),
+                "records": records,
+                "entries": entries,
                 "crossings": crossings,
                 "grades": [
                     {
                         "grade": label,
-                        "min_score": low,
-                        "count": counts[label],
-                        "expected_conversions": round(expected[label], 1),
+                        "min_score": low_score,
+                        "count": int(counts[i]),
+                        "expected_conversions": round(float(points[i]) / 100.0, 1),
                     }
-                    for label, low in one.grades
+                    for i, (label, low_score) in enumerate(one.grades)
                 ],
             }
         )
     return summaries
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 def dry_run(
@@ -163,7 +240,11 @@ def _routing(
     store: Store, tenant_id: str, current: ScoringSettings, proposed: ScoringSettings, days: int
 ) -> dict[str, Any]:
     try:
-        before = replay(store, tenant_id, days, current)
+        # The current settings' replay is the same for every proposal until leads or reps change.
+        key = ("tuning-routing", days, *(repr(getattr(current, k)) for k in ROUTING_KEYS))
+        before = store.memo(
+            tenant_id, key, ["leads", "users"], lambda: replay(store, tenant_id, days, current)
+        )
     except ValueError as exc:  # no leads or reps in the window: say so beside the grades
         return {"error": str(exc)}
     same = all(getattr(current, k) == getattr(proposed, k) for k in ROUTING_KEYS)

@@ -1,10 +1,9 @@
 """What the console's pages show, read so no request scans a large tenant's rows in full.
 
-* Logs (write-back audit, score ledger) are paginated newest first. LanceDB has no ORDER BY, so a
-  page is found in two reads: first only the time column of the matching rows (one narrow column,
-  a few milliseconds at 100k rows), sorted to find the oldest time on the requested page; then the
-  display columns of just the rows at or after that time. Page ``k`` therefore reads ``k`` pages
-  of full rows, never the whole table.
+* Logs (write-back audit, score ledger) are paginated newest first. Filters, the time range,
+  the order and the page's offset all go into one LanceDB query (``Store.read_sorted``), which
+  keeps only the top rows while it scans; the total is a ``count_rows`` with the same filter.
+  Neither turns rows into Python objects beyond the 50 shown.
 * The weekly grade distribution reads three columns of the score ledger once and is cached for
   :data:`AGGREGATE_TTL_S` per tenant and kind.
 * Overview figures come from the registry, the queue backend and the shared request counter.
@@ -54,8 +53,8 @@ def read_page(
     *,
     filters: Mapping[str, Any],
     columns: Sequence[str],
-    keep: Callable[[dict[str, Any]], bool] | None = None,
-    keep_columns: Sequence[str] = (),
+    ties: Sequence[str] = ("crm_id",),
+    present: Sequence[str] = (),
     since: datetime | None = None,
     until: datetime | None = None,
     page: int = 1,
@@ -70,37 +69,31 @@ def read_page(
         time_column: the column the log is ordered by.
         filters: equality filters (see ``Store.read_rows``).
         columns: the columns the page shows.
-        keep: a further row test the store cannot express (e.g. "any grade crossing").
-        keep_columns: the columns ``keep`` reads.
+        ties: the columns that order rows of equal time (few: each one adds to the sort).
+        present: columns that must hold a value (e.g. "any grade crossing").
         since: oldest time shown.
         until: newest time shown.
         page: 1-based page number (clamped to the last page and :data:`MAX_PAGE`).
     """
-    store = services.store
-    span = (time_column, since) if since is not None else None
-    narrow = [time_column, *[c for c in keep_columns if c != time_column]]
-    stamps = store.read_rows(tenant_id, table, schema, filters, since=span, columns=narrow)
-    if keep is not None:
-        stamps = [r for r in stamps if keep(r)]
-    times = sorted(
-        (r[time_column] for r in stamps if until is None or r[time_column] <= until), reverse=True
-    )
-    total = len(times)
+    span = (time_column, since, until) if since is not None or until is not None else None
+    # Equal times are ordered by a record's key too, so pages never overlap or skip a row.
+    order = [time_column, *ties]
+    page = max(1, min(page, MAX_PAGE))
+    rows, total = services.store.read_sorted(
+        tenant_id, table, schema, filters, order_by=order, span=span, present=present,
+        columns=columns, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+    )  # fmt: skip
     pages = max(1, -(-total // PAGE_SIZE))
-    page = max(1, min(page, pages, MAX_PAGE))
     if not total:
         return Page([], 0, 1, 1)
-    offset = (page - 1) * PAGE_SIZE
-    oldest = times[min(offset + PAGE_SIZE, total) - 1]
-    wanted = list(dict.fromkeys([*columns, time_column, *keep_columns]))
-    rows = store.read_rows(
-        tenant_id, table, schema, filters, since=(time_column, oldest), columns=wanted
-    )
-    rows = [
-        r for r in rows if (until is None or r[time_column] <= until) and (keep is None or keep(r))
-    ]
-    rows.sort(key=lambda r: (r[time_column], *(str(r.get(c)) for c in columns)), reverse=True)
-    return Page(rows[offset : offset + PAGE_SIZE], total, page, pages)
+    if page > pages:
+        # Asked past the end: show the last page (a second, equally cheap read).
+        page = min(pages, MAX_PAGE)
+        rows, total = services.store.read_sorted(
+            tenant_id, table, schema, filters, order_by=order, span=span, present=present,
+            columns=columns, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE,
+        )  # fmt: skip
+    return Page(rows, total, page, pages)
 
 
 def write_log(
@@ -119,7 +112,7 @@ def write_log(
     return read_page(
         services, tenant_id, "audit", AUDIT_SCHEMA, "at", filters=filters,
         columns=["object_name", "crm_id", "field", "old_json", "new_json", "model_version",
-                 "reason", "outcome"],
+                 "reason", "outcome"], ties=["crm_id", "field"],
         since=since, until=until, page=page,
     )  # fmt: skip
 
@@ -142,20 +135,16 @@ def score_log(
         filters["crm_id"] = crm_id
     if grade:
         filters["new_grade"] = grade
-    keep = None
+    present: tuple[str, ...] = ()
     if crossing == "any":
-
-        def keep(row: dict[str, Any]) -> bool:
-            return bool(row.get("crossing"))
-
+        present = ("crossing",)
     elif crossing:
         filters["crossing"] = crossing
     return read_page(
         services, tenant_id, "score_ledger", SCORE_LEDGER_SCHEMA, "scored_at", filters=filters,
         columns=["crm_id", "old_score", "new_score", "old_grade", "new_grade", "crossing",
                  "model_version", "reasons", "stale"],
-        keep=keep, keep_columns=["crossing"] if keep is not None else (),
-        since=since, until=until, page=page,
+        present=present, since=since, until=until, page=page,
     )  # fmt: skip
 
 
