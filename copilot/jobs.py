@@ -8,6 +8,8 @@ Every job is a module-level function taking ids, enqueued by dotted path on ``se
 * :func:`refresh_leads` for Hot leads after scoring: an evidence-based next step and, when the
   tenant wants it (``auto_followup_hot``), a follow-up email draft.
 * :func:`refresh_segments` after a backfill and then daily: ``copilot.segments.assign_segments``.
+* :func:`learn_from_closed_deals` when sync sees deals close (``sync.jobs.store_records``):
+  ``copilot.segments.on_deal_closed`` rebuilds the context documents of their segments.
 
 Results go to the ``copilot_results`` table; records whose values changed get one write-back job
 (``sync.writeback.write_results``), which merges them with scoring's results into one diff and one
@@ -246,6 +248,22 @@ def refresh_segments(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
             queue="low",
         )
     return {"segments": len(segments), "writeback_jobs": jobs}
+
+
+def learn_from_closed_deals(tenant_id: str, opportunity_ids: list[str]) -> dict[str, Any] | None:
+    """The learning loop: fold deals that just closed into their segments' context documents.
+
+    Returns:
+        ``{"deals", "segments"}`` (the segments whose documents were rebuilt); None for an
+        uninstalled tenant.
+    """
+    from copilot.segments import on_deal_closed
+
+    services = current()
+    if services.registry.get(tenant_id).status == "uninstalled":
+        return None
+    ids = list(dict.fromkeys(opportunity_ids))
+    return {"deals": len(ids), "segments": on_deal_closed(services, tenant_id, ids)}
 
 
 def _deal_results(

@@ -115,10 +115,16 @@ def accept_callback(services: Services, crm: str, code: str, state: str) -> tupl
 def complete_install(services: Services, crm: str, code: str, state: str) -> dict[str, Any]:
     """Accept the callback and queue provisioning (which then queues the first backfill).
 
+    A Salesforce tenant's first install also creates its widget secret, returned once for the
+    admin to paste into the org's External Credential.
+
     Returns:
-        The tenant id, its status and the queued job id.
+        The tenant id, its status, the queued job id and, at a Salesforce tenant's first install,
+        ``widget_secret`` with ``widget_secret_instruction``.
     """
     tenant, reinstall = accept_callback(services, crm, code, state)
+    # Before provisioning is queued: both save the tenant, and the later save must see the secret.
+    handover = widget_secret_handover(services, tenant)
     job_id = services.queue.enqueue(
         "sync.jobs.provision_tenant",
         tenant.tenant_id,
@@ -131,6 +137,33 @@ def complete_install(services: Services, crm: str, code: str, state: str) -> dic
         "status": tenant.status,
         "reinstall": reinstall,
         "provisioning_job": job_id,
+        **handover,
+    }
+
+
+WIDGET_SECRET_INSTRUCTION = (
+    "Paste widget_secret into Setup > Named Credentials > External Credentials > "
+    "Fieldwise_API_Auth > Principals > SigningSecret; it is shown this once "
+    "(`fieldwise widgets secret {tenant_id}` prints it again)."
+)
+
+
+def widget_secret_handover(services: Services, tenant: Tenant) -> dict[str, Any]:
+    """Create a Salesforce tenant's widget secret at its first install and hand it over once.
+
+    The record-page component signs its calls with this secret through the org's External
+    Credential, which only the admin can fill in; until then the widget answers 401. A reinstall
+    keeps the secret the org already holds, so it is not shown again. HubSpot signs its app card
+    calls with the app's client secret and needs nothing.
+
+    Returns:
+        ``{"widget_secret", "widget_secret_instruction"}`` when a secret was created, else ``{}``.
+    """
+    if tenant.crm != "salesforce" or services.registry.widget_secret(tenant.tenant_id):
+        return {}
+    return {
+        "widget_secret": services.registry.widget_secret(tenant.tenant_id, create=True),
+        "widget_secret_instruction": WIDGET_SECRET_INSTRUCTION.format(tenant_id=tenant.tenant_id),
     }
 
 

@@ -507,7 +507,13 @@ def _detail_html(detail: Any, testid: str, title: str) -> str:
         for key in ("summary", "text", "headline"):
             if detail.get(key):
                 parts.append(f"<p>{_card_text(detail[key])}</p>")
-        for section in detail.get("sections") or []:
+        # A forecast note is a list of cited sentences.
+        parts += [_cited_html(s, "p") for s in detail.get("sentences") or [] if isinstance(s, dict)]
+        sections = detail.get("sections") or []
+        if isinstance(sections, dict):
+            # A battle card: a cited summary, then named lists of cited bullets.
+            sections = _named_sections(sections, parts)
+        for section in sections:
             if not isinstance(section, dict):
                 continue
             parts.append(f"<p><strong>{_card_text(section.get('title'))}</strong></p><ul>")
@@ -523,6 +529,31 @@ def _detail_html(detail: Any, testid: str, title: str) -> str:
         parts.append(f"<p>{_card_text(detail)}</p>")
     parts.append("</section>")
     return "".join(parts)
+
+
+def _cited_html(item: dict[str, Any], tag: str) -> str:
+    text = item.get("text")
+    if text is None and item.get("objection"):
+        text = f"{item['objection']} - {item.get('response') or ''}"
+    cites = item.get("cites") or []
+    cited = f" <span class='muted'>[{_card_text(', '.join(cites))}]</span>" if cites else ""
+    return f"<{tag}>{_card_text(text)}{cited}</{tag}>"
+
+
+def _named_sections(sections: dict[str, Any], parts: list[str]) -> list[dict[str, Any]]:
+    """Sections keyed by name as titled bullet lists; a dict-valued entry is a paragraph."""
+    listed = []
+    for name, value in sections.items():
+        if isinstance(value, dict):
+            parts.append(_cited_html(value, "p"))
+        elif isinstance(value, list) and value:
+            bullets = [
+                {**b, "text": b.get("text") or f"{b.get('objection')} - {b.get('response')}"}
+                for b in value
+                if isinstance(b, dict)
+            ]
+            listed.append({"title": name.replace("_", " ").capitalize(), "bullets": bullets})
+    return listed
 
 
 def render_fieldwise_card(card: dict[str, Any], feedback_action: str) -> str:
@@ -571,8 +602,11 @@ def render_fieldwise_card(card: dict[str, Any], feedback_action: str) -> str:
         flag_items: list[str] = []
         for flag in listed if isinstance(listed, list) else [listed]:
             if isinstance(flag, dict):
-                label = flag.get("label") or flag.get("name") or flag.get("kind") or flag
-                evidence = flag.get("evidence") or []
+                label = (
+                    flag.get("label") or flag.get("text") or flag.get("name") or flag.get("kind")
+                    or flag
+                )  # fmt: skip
+                evidence = flag.get("evidence") or flag.get("cites") or []
                 shown = ", ".join(
                     str(e.get("ref") or e.get("text") or e) if isinstance(e, dict) else str(e)
                     for e in evidence

@@ -6,15 +6,22 @@ secrets generated for this run. Fieldwise is then installed into both CRMs throu
 consent, provisions its fields and webhooks, backfills, trains, scores, routes and writes back.
 Finally a few records are changed in each CRM the way a rep would, and the demo waits for the AI
 fields to update through the webhooks. The summary reads every AI field back through the CRMs' own
-APIs, not from Fieldwise's store.
+APIs, not from Fieldwise's store: the leads' scores, and on deals where a competitor is in play the
+battle card, forecast note and risk flags the copilot wrote (offline, with its label, when no
+Anthropic key is set).
+
+The Salesforce install hands over the widget secret once; the demo pastes it into the sandbox
+org's External Credential as the admin would, so the record pages' widget can sign its calls.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import logging
+import re
 import secrets
 import shutil
 import socket
@@ -28,13 +35,8 @@ from urllib.parse import parse_qs, urlparse
 
 import requests
 from hubspot import HubSpot
-from hubspot.crm.contacts import (
-    BatchReadInputSimplePublicObjectId,
-    Filter,
-    FilterGroup,
-    PublicObjectSearchRequest,
-    SimplePublicObjectId,
-)
+from hubspot.crm import contacts as hubspot_contacts
+from hubspot.crm import deals as hubspot_deals
 from simple_salesforce import Salesforce
 from werkzeug.security import generate_password_hash
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_SIZE = 5
 LIVE_CHANGES = 3
+CONTESTED_SAMPLE = 2
+"""Deals with a battle card shown in the summary, per CRM."""
 WORK_TIMEOUT_S = 600.0
 
 
@@ -112,17 +116,19 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
     run = DemoRun(sandboxes, server, app_url, services, {}, admin_password)
     try:
         tenants = {
-            "salesforce": _install(app_url, "salesforce", salesforce.session()),
-            "hubspot": _install(app_url, "hubspot", requests.Session()),
+            "salesforce": install_with_consent(
+                app_url, "salesforce", salesforce.session(), sandboxes
+            ),
+            "hubspot": install_with_consent(app_url, "hubspot", requests.Session(), sandboxes),
         }
-        _wait_for_work(services)
+        wait_for_work(services)
         initial_calls = _api_calls(sandboxes)
         before = {crm: _coldest(services, tenant_id) for crm, tenant_id in tenants.items()}
         live = {
             "salesforce": _live_salesforce_changes(sandboxes, list(before["salesforce"])),
             "hubspot": _live_hubspot_changes(sandboxes, list(before["hubspot"])),
         }
-        _wait_for_work(services)
+        wait_for_work(services)
         updated = {}
         for crm, changed_ids in live.items():
             rows = _wait_for_updates(sandboxes, crm, changed_ids, before[crm])
@@ -135,6 +141,7 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
             live,
             updated,
             time.perf_counter() - started,
+            app_url,
         )
     except BaseException:
         run.stop()
@@ -146,8 +153,14 @@ def run_demo(data_dir: Path, *, seed_leads: int = 3000, seed: int = 7) -> DemoRu
 # Steps
 
 
-def _install(app_url: str, crm: str, browser: requests.Session) -> str:
-    """Install through Fieldwise's own /install route, consenting as the admin would."""
+def install_with_consent(
+    app_url: str, crm: str, browser: requests.Session, sandboxes: Sandboxes
+) -> str:
+    """Install through Fieldwise's own /install route, consenting as the admin would.
+
+    The Salesforce install answers with the widget secret once; it goes into the org's External
+    Credential, which the record-page widget signs its calls with.
+    """
     start = requests.get(f"{app_url}/install/{crm}", allow_redirects=False, timeout=30)
     if start.status_code != 302:
         raise RuntimeError(f"{crm} install did not start: {start.status_code} {start.text}")
@@ -158,11 +171,26 @@ def _install(app_url: str, crm: str, browser: requests.Session) -> str:
     finished = requests.get(consent.headers["Location"], timeout=60)
     if finished.status_code != 200:
         raise RuntimeError(f"{crm} install failed: {finished.text}")
-    tenant_id: str = finished.json()["tenant_id"]
+    answer = finished.json()
+    if crm == "salesforce":
+        org = sandboxes.salesforce
+        pasted = org.session().post(
+            f"{org.instance_url}/__admin/fieldwise-credential",
+            json={"secret": answer["widget_secret"]},
+            timeout=30,
+        )
+        if pasted.status_code != 200:
+            raise RuntimeError(f"the widget secret was refused: {pasted.text}")
+    tenant_id: str = answer["tenant_id"]
     return tenant_id
 
 
-def _wait_for_work(services: Services) -> None:
+def wait_for_work(services: Services) -> None:
+    """Wait until every queued job has run (copilot and write-back jobs included).
+
+    Raises:
+        RuntimeError: the jobs did not finish in time, or one failed (with its error).
+    """
     drain = getattr(services.queue, "drain", None)
     if drain is not None and not drain(timeout_s=WORK_TIMEOUT_S):
         raise RuntimeError(f"the demo's jobs did not finish within {WORK_TIMEOUT_S:.0f} s")
@@ -186,7 +214,7 @@ def _coldest(services: Services, tenant_id: str) -> dict[str, int]:
 
 def _live_salesforce_changes(sandboxes: Sandboxes, lead_ids: list[str]) -> list[str]:
     """A rep logs fresh engagement on some cold leads, as they would in Salesforce."""
-    sf = _salesforce_as_rep(sandboxes)
+    sf = salesforce_as_rep(sandboxes)
     for lead_id in lead_ids:
         sf.restful(
             f"sobjects/Lead/{lead_id}",
@@ -216,7 +244,7 @@ def _wait_for_updates(
     """Read the changed records back from the CRM until their AI Score differs from before."""
     deadline = time.monotonic() + 60
     while True:
-        rows = _read_back(sandboxes, crm, ids)
+        rows = read_back(sandboxes, crm, ids)
         moved = [
             row for row in rows
             if row.get("AI Score") is not None and float(row["AI Score"]) != before[row["crm_id"]]
@@ -237,7 +265,7 @@ def _salesforce_client(sandboxes: Sandboxes, token: str | None = None) -> Salesf
     )
 
 
-def _salesforce_as_rep(sandboxes: Sandboxes) -> Salesforce:
+def salesforce_as_rep(sandboxes: Sandboxes) -> Salesforce:
     """A session for a sales rep (not the integration user Fieldwise writes as)."""
     sb = sandboxes.salesforce
     admin = _salesforce_client(sandboxes)
@@ -284,54 +312,86 @@ _HS_FIELDS = {
     "AI Score Changed At": "fieldwise_ai_score_changed_at",
     "AI Model Version": "fieldwise_ai_model_version",
 }  # fmt: skip
+_SF_DEAL_FIELDS = {
+    "Name": "Name", "AI Battle Card": "Fieldwise_AI_Battle_Card__c",
+    "AI Forecast Note": "Fieldwise_AI_Forecast_Note__c",
+    "AI Risk Flags": "Fieldwise_AI_Risk_Flags__c",
+}  # fmt: skip
+_HS_DEAL_FIELDS = {
+    "Name": "dealname", "AI Battle Card": "fieldwise_ai_battle_card",
+    "AI Forecast Note": "fieldwise_ai_forecast_note", "AI Risk Flags": "fieldwise_ai_risk_flags",
+}  # fmt: skip
 
 
-def _read_back(
-    sandboxes: Sandboxes, crm: str, ids: list[str] | None = None
+def read_back(
+    sandboxes: Sandboxes, crm: str, ids: list[str] | None = None, *, deals: bool = False
 ) -> list[dict[str, Any]]:
-    """Leads as the CRM shows them: the given ids, or the top-scored ones."""
+    """Records as the CRM shows them, read through its own API.
+
+    Leads: the given ids, or the top-scored ones. Deals (``deals=True``): the given ids, or a few
+    that carry an AI Battle Card (a competitor is in play).
+    """
     if crm == "salesforce":
-        sf = _salesforce_client(sandboxes)
-        where = "Fieldwise_AI_Score__c != null"
-        if ids:
-            where = "Id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
-        soql = (
-            f"SELECT Id, {', '.join(_SF_FIELDS.values())} FROM Lead WHERE {where} "
-            f"ORDER BY Fieldwise_AI_Score__c DESC LIMIT {len(ids) if ids else SAMPLE_SIZE}"
-        )
-        return [
-            {"crm_id": r["Id"], **{label: r.get(api) for label, api in _SF_FIELDS.items()}}
-            for r in sf.query(soql)["records"]
-        ]
-    client = _hubspot_client(sandboxes)
-    properties = list(_HS_FIELDS.values())
+        return _read_back_salesforce(sandboxes, ids, deals)
+    return _read_back_hubspot(sandboxes, ids, deals)
+
+
+def _read_back_salesforce(
+    sandboxes: Sandboxes, ids: list[str] | None, deals: bool
+) -> list[dict[str, Any]]:
+    sf = _salesforce_client(sandboxes)
+    fields, sobject = (_SF_DEAL_FIELDS, "Opportunity") if deals else (_SF_FIELDS, "Lead")
     if ids:
-        batch = client.crm.contacts.batch_api.read(
-            BatchReadInputSimplePublicObjectId(
-                inputs=[SimplePublicObjectId(id=i) for i in ids], properties=properties
-            )
-        )
-        records = batch.results
+        where, order = "Id IN (" + ", ".join(f"'{i}'" for i in ids) + ")", "Id"
+    elif deals:
+        where, order = "Fieldwise_AI_Battle_Card__c != null", "Id"
     else:
-        records = client.crm.contacts.search_api.do_search(
-            PublicObjectSearchRequest(
-                filter_groups=[
-                    FilterGroup(
-                        filters=[
-                            Filter(property_name="fieldwise_ai_score", operator="HAS_PROPERTY")
-                        ]
-                    )
-                ],
-                sorts=[{"propertyName": "fieldwise_ai_score", "direction": "DESCENDING"}],
-                limit=SAMPLE_SIZE,
+        where, order = "Fieldwise_AI_Score__c != null", "Fieldwise_AI_Score__c DESC"
+    limit = len(ids) if ids else CONTESTED_SAMPLE if deals else SAMPLE_SIZE
+    soql = (
+        f"SELECT Id, {', '.join(fields.values())} FROM {sobject} WHERE {where} "
+        f"ORDER BY {order} LIMIT {limit}"
+    )
+    return [
+        {"crm_id": r["Id"], **{label: r.get(api) for label, api in fields.items()}}
+        for r in sf.query(soql)["records"]
+    ]
+
+
+def _read_back_hubspot(
+    sandboxes: Sandboxes, ids: list[str] | None, deals: bool
+) -> list[dict[str, Any]]:
+    client = _hubspot_client(sandboxes)
+    if deals:
+        api, models, fields = client.crm.deals, hubspot_deals, _HS_DEAL_FIELDS
+        present, limit, sorts = "fieldwise_ai_battle_card", CONTESTED_SAMPLE, []
+    else:
+        api, models, fields = client.crm.contacts, hubspot_contacts, _HS_FIELDS
+        present, limit = "fieldwise_ai_score", SAMPLE_SIZE
+        sorts = [{"propertyName": "fieldwise_ai_score", "direction": "DESCENDING"}]
+    properties = list(fields.values())
+    if ids:
+        records = api.batch_api.read(
+            models.BatchReadInputSimplePublicObjectId(
+                inputs=[models.SimplePublicObjectId(id=i) for i in ids], properties=properties
+            )
+        ).results
+    else:
+        has_value = models.Filter(property_name=present, operator="HAS_PROPERTY")
+        records = api.search_api.do_search(
+            models.PublicObjectSearchRequest(
+                filter_groups=[models.FilterGroup(filters=[has_value])],
+                sorts=sorts,
+                limit=limit,
                 properties=properties,
             )
         ).results
     rows = []
     for record in records:
-        row = {label: record.properties.get(api) for label, api in _HS_FIELDS.items()}
-        name = " ".join(filter(None, (row.pop("First name"), row.pop("Last name"))))
-        rows.append({"crm_id": record.id, "Name": name, **row})
+        row = {label: record.properties.get(api_name) for label, api_name in fields.items()}
+        if not deals:
+            row["Name"] = " ".join(filter(None, (row.pop("First name"), row.pop("Last name"))))
+        rows.append({"crm_id": record.id, **row})
     return rows
 
 
@@ -354,6 +414,7 @@ def _summary(
     live: dict[str, list[str]],
     updated: dict[str, list[dict[str, Any]]],
     seconds: float,
+    app_url: str,
 ) -> dict[str, Any]:
     from scoring.predict import latest_results
     from scoring.registry import ModelRegistry
@@ -406,8 +467,12 @@ def _summary(
             "written": len(written),
             "grades": dict(Counter(r.grade for r in leads.values())),
             "models": models,
-            "sample_leads": _read_back(sandboxes, crm),
+            "sample_leads": read_back(sandboxes, crm),
             "live_changes": updated[crm],
+            "contested_deals": [
+                {**row, "record_page": _record_page(sandboxes, crm, row["crm_id"])}
+                for row in read_back(sandboxes, crm, deals=True)
+            ],
             "record_pages": _record_page(sandboxes, crm),
         }
     lead_models = [c["models"]["lead"] for c in crms.values()]
@@ -417,13 +482,17 @@ def _summary(
         "best_auc": lead_models[0]["best_auc"],
         "crms": crms,
         "live_change_ids": live,
+        "admin_console": f"{app_url}/admin/",
     }
 
 
-def _record_page(sandboxes: Sandboxes, crm: str) -> str:
+def _record_page(sandboxes: Sandboxes, crm: str, deal_id: str | None = None) -> str:
+    """The sandbox's lead list, or a deal's record page (with the Fieldwise widget)."""
     if crm == "salesforce":
-        return f"{sandboxes.salesforce.instance_url}/ui/Lead"
-    return f"{sandboxes.hubspot.base_url}/ui/contacts"
+        base = sandboxes.salesforce.instance_url
+        return f"{base}/ui/Opportunity/{deal_id}" if deal_id else f"{base}/ui/Lead"
+    base = sandboxes.hubspot.base_url
+    return f"{base}/ui/deals/{deal_id}" if deal_id else f"{base}/ui/contacts"
 
 
 def _free_port() -> int:
@@ -464,9 +533,29 @@ def render(summary: dict[str, Any]) -> str:
                 f"    {row['Name']}: {row['score_before']} -> {row['AI Score']} {row['AI Grade']} "
                 f"(changed at {row['AI Score Changed At']})"
             )
+        lines.append("  deals with a competitor in play, as the CRM shows them:")
+        for deal in facts["contested_deals"]:
+            card = _plain_text(deal["AI Battle Card"] or "").splitlines()
+            lines += [
+                f"    {deal['Name']} ({deal['record_page']})",
+                f"      AI Battle Card: {' / '.join(card[:2])} [{card[-1] if card else ''}]",
+                f"      AI Forecast Note: {deal['AI Forecast Note']}",
+                "      AI Risk Flags: "
+                + "\n                     ".join((deal["AI Risk Flags"] or "").splitlines()),
+            ]
         lines.append(f"  record pages: {facts['record_pages']}")
         lines.append("")
+    lines.append(f"Admin console: {summary['admin_console']}")
     return "\n".join(lines)
+
+
+_TAG = re.compile(r"<[^>]+>")
+
+
+def _plain_text(value: str) -> str:
+    """An HTML field value (the battle card) as lines of text for the terminal."""
+    broken = re.sub(r"</(?:p|li)>", "\n", value)
+    return html.unescape(_TAG.sub("", broken)).strip()
 
 
 def _num(value: Any) -> str:

@@ -65,13 +65,17 @@ def store_records(
     entity: str,
     records: list[dict[str, Any]],
     connector: Connector | None = None,
+    *,
+    backfill: bool = False,
 ) -> UpsertResult:
     """Upsert synced records, honouring consent: the one way sync jobs write to the store.
 
     Notes of a lead or contact whose consent forbids processing are stored without an embedding,
     and when a synced person now forbids it, the embeddings of their notes are dropped. With the
     connector given, deals also bring their stage, close-date and amount history (forecast flags
-    read it from ``copilot.field_history``).
+    read it from ``copilot.field_history``). Deals that closed since the store last saw them (or
+    arrive closed, outside a backfill) queue ``copilot.jobs.learn_from_closed_deals``; a backfill
+    leaves that to the segment clustering that follows it.
     """
     from scoring.features import consent_blocked
 
@@ -85,7 +89,14 @@ def store_records(
                 if consent_blocked(p, crm)
             }
             unembedded.update(r["crm_id"] for r in records if r.get(link) in blocked)
+    closed = []
+    if entity == "opportunity":
+        closed = _newly_closed(services.store, tenant_id, records, backfill)
     result = services.store.upsert(tenant_id, entity, records, unembedded=unembedded)
+    if closed:
+        services.queue.enqueue(
+            "copilot.jobs.learn_from_closed_deals", tenant_id, closed, queue="low"
+        )
     if entity == "opportunity" and connector is not None and records:
         from copilot.field_history import save_history
 
@@ -96,6 +107,22 @@ def store_records(
         if withdrawn:
             services.store.clear_note_vectors(tenant_id, f"{entity}_id", withdrawn)
     return result
+
+
+def _newly_closed(
+    store: Store, tenant_id: str, records: list[dict[str, Any]], backfill: bool
+) -> list[str]:
+    """Ids of closed deals in a synced batch that the store held open (or, live, not at all)."""
+    closed = [str(r["crm_id"]) for r in records if r.get("is_closed")]
+    if not closed:
+        return []
+    held = {
+        r["crm_id"]: bool(r["is_closed"])
+        for r in store.query(
+            tenant_id, "opportunity", filters={"crm_id": closed}, columns=["crm_id", "is_closed"]
+        )
+    }
+    return [i for i in closed if held.get(i) is False or (i not in held and not backfill)]
 
 
 def provision_tenant(tenant_id: str) -> dict[str, Any]:
@@ -201,7 +228,9 @@ def run_backfill(
     started = time.monotonic()
     for page in connector.changed(entity, since=None, checkpoint=resume):
         if page.records:
-            store_records(services, tenant_id, connector.crm, entity, page.records, connector)
+            store_records(
+                services, tenant_id, connector.crm, entity, page.records, connector, backfill=True
+            )
             total += len(page.records)
             if on_page is not None:
                 on_page(len(page.records))
