@@ -446,14 +446,25 @@ def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
                 seconds=RECONCILE_OVERLAP_S
             )
             stored = 0
+            changed: list[str] = []
             for page in connector.changed(entity, since=since):
                 if page.records:
                     result = store_records(
                         services, tenant_id, connector.crm, entity, page.records, connector
                     )
                     stored += result.inserted + result.updated
+                    if result.inserted + result.updated:
+                        changed.extend(r["crm_id"] for r in page.records)
             deleted = connector.deleted(entity, since, now)
             removed = _remove(services, tenant_id, entity, deleted) if deleted else {}
+            if changed and entity in ("note", "activity"):
+                # Salesforce sends no event for notes, so a sweep is how they arrive: they go
+                # through scoring like fetched records, which refreshes their deals' copilot too.
+                # Leads and deals are left out: a sweep also sees Fieldwise's own writes to them,
+                # and their real changes come by webhook.
+                services.queue.enqueue(
+                    "scoring.jobs.score_changed", tenant_id, entity, changed, queue="default"
+                )
             services.store.put_checkpoint(tenant_id, stream, {"since": now.isoformat()})
             summary[entity] = {"stored": stored, "deleted": removed.get(entity, 0)}
         return summary
