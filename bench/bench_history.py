@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
+from run_all import emit, row
+
 from sandbox.history import best_achievable_auc, generate
 
 
@@ -23,11 +25,18 @@ def main() -> None:
         f"{len(history.opportunities)} opportunities, {len(history.activities)} activities, "
         f"{len(history.notes)} notes"
     )
+    leads_auc = best_achievable_auc(history, "leads")
     print(
-        f"best achievable AUC: leads {best_achievable_auc(history, 'leads'):.3f}, "
+        f"best achievable AUC: leads {leads_auc:.3f}, "
         f"opportunities {best_achievable_auc(history, 'opportunities'):.3f}"
     )
     print(f"budget ratio (60 s / elapsed): {60.0 / elapsed:.1f}x")
+    emit("bench_history", [
+        row(f"history generation, {n_leads} leads (s)", elapsed, "s", 60.0, elapsed / 60.0,
+            "< 60 s", elapsed < 60.0, "budget"),
+        row("history best achievable lead AUC", leads_auc, "AUC", None, None, "0.80-0.92",
+            0.80 <= leads_auc <= 0.92),
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from run_all import emit, row
+
 from sandbox.history import best_achievable_auc, generate
 from sandbox.hubspot import HubSpotSandbox
 from sandbox.salesforce import SalesforceSandbox
@@ -25,6 +27,7 @@ def main() -> None:
     history = generate(seed=7, n_leads=n_leads)
     generated_s = time.perf_counter() - started
     print(f"generated {n_leads} leads in {generated_s:.2f} s")
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, sandbox_class in (("salesforce", SalesforceSandbox), ("hubspot", HubSpotSandbox)):
             sandbox = sandbox_class(Path(folder) / name)
@@ -36,10 +39,14 @@ def main() -> None:
                 f"{name}: loaded {len(ids)} records in {loaded_s:.2f} s, "
                 f"{loaded_s / TARGET_S:.3f} of the {TARGET_S:.0f} s target"
             )
+            rows.append(row(f"sandbox load {name}, {n_leads} leads (s)", loaded_s, "s", TARGET_S,
+                            loaded_s / TARGET_S, f"< {TARGET_S:.0f} s", loaded_s < TARGET_S,
+                            "target"))  # fmt: skip
     print(
         f"best achievable AUC: lead conversion {best_achievable_auc(history, 'leads'):.3f}, "
         f"opportunity win {best_achievable_auc(history, 'opportunities'):.3f}"
     )
+    emit("bench_sandbox_load", rows)
 
 
 if __name__ == "__main__":
