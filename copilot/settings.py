@@ -31,12 +31,12 @@ with what is stored, and the merged whole is validated before anything is saved.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
-from core.tenants import Tenant, TenantRegistry
+from core.tenants import SettingsError, Tenant, TenantRegistry, save_settings_section
 
 SETTINGS_KEY = "copilot"
 """Where the settings live inside ``Tenant.settings``."""
@@ -53,13 +53,10 @@ DEFAULT_RISK_THRESHOLDS: Mapping[str, float] = {
 """Forecast-note risk thresholds; a tenant's partial ``risk_thresholds`` merges over these."""
 
 
-class CopilotSettingsError(ValueError):
+class CopilotSettingsError(SettingsError):
     """Settings failed validation; the message names every bad key."""
 
-    def __init__(self, messages: Mapping[str, Any]) -> None:
-        self.messages = dict(messages)
-        details = "; ".join(f"{key}: {_flatten(msg)}" for key, msg in sorted(self.messages.items()))
-        super().__init__(f"invalid copilot settings: {details}")
+    section = "copilot"
 
 
 @dataclass(frozen=True)
@@ -217,23 +214,6 @@ def save_settings(
     """
     if not isinstance(changes, Mapping):
         raise CopilotSettingsError({"_schema": "settings must be a JSON object"})
-    tenant = registry.get(tenant_id)
-    stored = dict(tenant.settings.get(SETTINGS_KEY) or {})
-    merged = {**stored, **dict(changes)}
-    stored_thresholds = stored.get("risk_thresholds")
-    new_thresholds = changes.get("risk_thresholds")
-    if isinstance(stored_thresholds, Mapping) and isinstance(new_thresholds, Mapping):
-        merged["risk_thresholds"] = {**stored_thresholds, **new_thresholds}
-    parsed = parse_settings(merged)
-    data = parsed.to_dict()
-    kept = {key: value for key, value in data.items() if key in merged}
-    registry.save(replace(tenant, settings={**tenant.settings, SETTINGS_KEY: kept}))
-    return parsed
-
-
-def _flatten(message: Any) -> str:
-    if isinstance(message, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in message.items())
-    if isinstance(message, list):
-        return " ".join(_flatten(m) for m in message)
-    return str(message).rstrip(".")
+    return save_settings_section(
+        registry, tenant_id, SETTINGS_KEY, changes, parse_settings, merge_keys=("risk_thresholds",)
+    )

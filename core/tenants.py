@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from core.crypto import TokenCipher
 from core.schemas import CRMS
@@ -191,6 +192,71 @@ class TenantRegistry:
             ),
             "token_expires_at": tokens.expires_at,
         }
+
+
+class SettingsError(ValueError):
+    """A section of a tenant's settings failed validation; the message names every bad key."""
+
+    section = "tenant"
+    """Named in the message: ``invalid <section> settings: ...``."""
+
+    def __init__(self, messages: Mapping[str, Any]) -> None:
+        self.messages = dict(messages)
+        details = "; ".join(f"{key}: {_flatten(msg)}" for key, msg in sorted(self.messages.items()))
+        super().__init__(f"invalid {self.section} settings: {details}")
+
+
+class _SettingsSection(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+SectionT = TypeVar("SectionT", bound=_SettingsSection)
+
+
+def save_settings_section(
+    registry: TenantRegistry,
+    tenant_id: str,
+    key: str,
+    changes: Mapping[str, Any],
+    parse: Callable[[Mapping[str, Any]], SectionT],
+    *,
+    merge_keys: Sequence[str] = (),
+) -> SectionT:
+    """Merge ``changes`` into one section of a tenant's settings, validate it whole, and save it.
+
+    Only the keys the tenant has set are stored, so a later change of a default reaches every
+    tenant that never chose otherwise. Nothing is saved when ``parse`` raises.
+
+    Args:
+        registry: the tenant registry.
+        tenant_id: whose settings.
+        key: the section inside ``Tenant.settings`` (``"scoring"``, ``"copilot"``).
+        changes: the keys to change.
+        parse: validates the merged section and fills in defaults.
+        merge_keys: keys whose mapping values merge key by key instead of being replaced.
+
+    Returns:
+        What ``parse`` made of the merged section.
+    """
+    tenant = registry.get(tenant_id)
+    stored = dict(tenant.settings.get(key) or {})
+    merged = {**stored, **dict(changes)}
+    for name in merge_keys:
+        old, new = stored.get(name), changes.get(name)
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            merged[name] = {**old, **new}
+    parsed = parse(merged)
+    kept = {name: value for name, value in parsed.to_dict().items() if name in merged}
+    registry.save(replace(tenant, settings={**tenant.settings, key: kept}))
+    return parsed
+
+
+def _flatten(message: Any) -> str:
+    if isinstance(message, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in message.items())
+    if isinstance(message, list):
+        return " ".join(_flatten(m) for m in message)
+    return str(message).rstrip(".")
 
 
 def _tenant(row: dict[str, Any]) -> Tenant:

@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from core.tenants import Tenant, TenantRegistry
+from core.tenants import SettingsError, Tenant, TenantRegistry, save_settings_section
 
 SETTINGS_KEY = "scoring"
 """Where the settings live inside ``Tenant.settings``."""
@@ -49,13 +49,10 @@ OVERWRITE_POLICIES = ("always", "only_if_empty", "keep_rep_edits")
 DEFAULT_GRADES: tuple[tuple[str, float], ...] = (("Hot", 70.0), ("Warm", 40.0), ("Cold", 0.0))
 
 
-class ScoringSettingsError(ValueError):
+class ScoringSettingsError(SettingsError):
     """Settings failed validation; the message names every bad key."""
 
-    def __init__(self, messages: Mapping[str, Any]) -> None:
-        self.messages = dict(messages)
-        details = "; ".join(f"{key}: {_flatten(msg)}" for key, msg in sorted(self.messages.items()))
-        super().__init__(f"invalid scoring settings: {details}")
+    section = "scoring"
 
 
 @dataclass(frozen=True)
@@ -211,19 +208,4 @@ def save_settings(
     Raises:
         ScoringSettingsError: the merged settings are invalid.
     """
-    tenant = registry.get(tenant_id)
-    stored = dict(tenant.settings.get(SETTINGS_KEY) or {})
-    merged = {**stored, **dict(changes)}
-    parsed = parse_settings(merged)
-    data = parsed.to_dict()
-    kept = {key: value for key, value in data.items() if key in merged}
-    registry.save(replace(tenant, settings={**tenant.settings, SETTINGS_KEY: kept}))
-    return parsed
-
-
-def _flatten(message: Any) -> str:
-    if isinstance(message, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in message.items())
-    if isinstance(message, list):
-        return " ".join(_flatten(m) for m in message)
-    return str(message).rstrip(".")
+    return save_settings_section(registry, tenant_id, SETTINGS_KEY, changes, parse_settings)
