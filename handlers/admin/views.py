@@ -7,6 +7,7 @@ reason and a 4xx status, and saves nothing.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -132,56 +133,36 @@ def retry_job(job_id: str) -> Any:
 @bp.get("/writes")
 def writes() -> Any:
     """The write-back log, filtered by record, field, outcome and time."""
-    tenant_id = _chosen_tenant()
-    args = {k: request.args.get(k, "").strip() for k in ("crm_id", "field", "outcome")}
-    try:
-        since, until = _date("since"), _date("until", end_of_day=True)
-        page_no = _int(request.args.get("page"), "page", 1, data.MAX_PAGE, 1)
-    except InputError as exc:
-        return _page_error("admin/writes.html", exc, tenant_id=tenant_id, args=args)
-    page = (
-        data.write_log(
-            context.services(),
-            tenant_id,
-            since=since,
-            until=until,
-            page=page_no,
-            **{k: v or None for k, v in args.items()},
-        )
-        if tenant_id
-        else data.Page([], 0, 1, 1)
-    )
-    return render_template("admin/writes.html", tenants=_tenant_ids(), tenant_id=tenant_id,
-                           page=page, args=request.args, error=None)  # fmt: skip
+    return _log_page("admin/writes.html", ("crm_id", "field", "outcome"), data.write_log)
 
 
 @bp.get("/scores")
 def scores() -> Any:
     """The score ledger, filtered by record, grade, grade change and time."""
-    tenant_id = _chosen_tenant()
-    args = {k: request.args.get(k, "").strip() for k in ("crm_id", "grade", "crossing")}
     kind = request.args.get("kind", "lead")
+    if kind not in KINDS:
+        error = InputError(f"kind: {kind!r} must be lead or opportunity")
+        return _page_error("admin/scores.html", error, tenant_id=_chosen_tenant(), args={})
+    read = functools.partial(data.score_log, kind=kind)
+    return _log_page("admin/scores.html", ("crm_id", "grade", "crossing"), read)
+
+
+def _log_page(template: str, filters: tuple[str, ...], read: Callable[..., data.Page]) -> Any:
+    """One page of a log: the text filters named, a date range and a page number from the query."""
+    tenant_id = _chosen_tenant()
+    args = {k: request.args.get(k, "").strip() for k in filters}
     try:
-        if kind not in KINDS:
-            raise InputError(f"kind: {kind!r} must be lead or opportunity")
         since, until = _date("since"), _date("until", end_of_day=True)
         page_no = _int(request.args.get("page"), "page", 1, data.MAX_PAGE, 1)
     except InputError as exc:
-        return _page_error("admin/scores.html", exc, tenant_id=tenant_id, args=args)
+        return _page_error(template, exc, tenant_id=tenant_id, args=args)
     page = (
-        data.score_log(
-            context.services(),
-            tenant_id,
-            kind=kind,
-            since=since,
-            until=until,
-            page=page_no,
-            **{k: v or None for k, v in args.items()},
-        )
+        read(context.services(), tenant_id, since=since, until=until, page=page_no,
+             **{k: v or None for k, v in args.items()})
         if tenant_id
         else data.Page([], 0, 1, 1)
-    )
-    return render_template("admin/scores.html", tenants=_tenant_ids(), tenant_id=tenant_id,
+    )  # fmt: skip
+    return render_template(template, tenants=_tenant_ids(), tenant_id=tenant_id,
                            page=page, args=request.args, error=None)  # fmt: skip
 
 
