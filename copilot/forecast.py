@@ -43,7 +43,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from copilot.competitors import CompetitorMatcher
 from copilot.field_history import FieldChange, load_history
-from copilot.llm import OFFLINE_LABEL, Evidence, Task
+from copilot.llm import OFFLINE_LABEL, Evidence, Task, cited_text_json, cited_text_schema
 from core.services import Services
 from core.store import Store
 
@@ -561,9 +561,7 @@ def _with_reviews(raised: list[RiskFlag], reviews: Mapping[str, Mapping[str, Any
 # The manager's note
 
 
-class _Bullet(Schema):
-    text = fields.String(required=True, validate=validate.Length(min=1, max=400))
-    cites = fields.List(fields.String(), required=True)
+_Bullet = cited_text_schema(400)
 
 
 class ForecastNoteSchema(Schema):
@@ -580,15 +578,7 @@ class ForecastNoteSchema(Schema):
             raise ValidationError("the next step must fit the 255-character field", "next_step")
 
 
-_BULLET_JSON = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["text", "cites"],
-    "properties": {
-        "text": {"type": "string", "maxLength": 400},
-        "cites": {"type": "array", "items": {"type": "string"}},
-    },
-}
+_BULLET_JSON = cited_text_json(400)
 FORECAST_NOTE_TASK = Task(
     name="forecast_note",
     instructions=(

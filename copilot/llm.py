@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 import redis
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields, validate
 
 from copilot import usage
 from copilot.redaction import NameCache, Redactor
@@ -138,6 +138,51 @@ class Generated:
 
 class GenerationFailed(RuntimeError):
     """The model's answer stayed invalid after one retry, or the call kept failing; write nothing."""
+
+
+def cited_text_json(max_chars: int | None = None, *, min_cites: int = 0) -> dict[str, Any]:
+    """JSON Schema of one cited piece of text, ``{"text": ..., "cites": [ref, ...]}``, nothing else.
+
+    Args:
+        max_chars: the text's longest length (none when None).
+        min_cites: how many refs it must cite at least.
+    """
+    text: dict[str, Any] = {"type": "string"}
+    if max_chars is not None:
+        text["maxLength"] = max_chars
+    cites: dict[str, Any] = {"type": "array", "items": {"type": "string"}}
+    if min_cites:
+        cites["minItems"] = min_cites
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["text", "cites"],
+        "properties": {"text": text, "cites": cites},
+    }
+
+
+def cited_text_schema(
+    max_chars: int, *, min_cites: int = 0, max_cites: int | None = None
+) -> type[Schema]:
+    """The marshmallow schema validating one :func:`cited_text_json` object (unknown keys refused).
+
+    Args:
+        max_chars: the text's longest length; it must not be empty.
+        min_cites: how many refs it must cite at least.
+        max_cites: how many refs it may cite at most (any number when None).
+    """
+    cite_count = (
+        validate.Length(min=min_cites, max=max_cites)
+        if min_cites or max_cites is not None
+        else None
+    )
+    return Schema.from_dict(
+        {
+            "text": fields.String(required=True, validate=validate.Length(min=1, max=max_chars)),
+            "cites": fields.List(fields.String(), required=True, validate=cite_count),
+        },
+        name="CitedText",
+    )
 
 
 OfflineBuilder = Callable[[], dict[str, Any]]

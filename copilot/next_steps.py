@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from copilot.llm import OFFLINE_LABEL, Evidence, Task
+from copilot.llm import OFFLINE_LABEL, Evidence, Task, cited_text_json, cited_text_schema
 from copilot.results import CopilotResult
 from core.services import Services
 from core.store import Store
@@ -112,9 +112,7 @@ def lead_next_step(
 # Follow-up drafts
 
 
-class _Paragraph(Schema):
-    text = fields.String(required=True, validate=validate.Length(min=1, max=800))
-    cites = fields.List(fields.String(), required=True)
+_Paragraph = cited_text_schema(800)
 
 
 class FollowupSchema(Schema):
@@ -160,15 +158,7 @@ FOLLOWUP_TASK = Task(
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 4,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["text", "cites"],
-                    "properties": {
-                        "text": {"type": "string", "maxLength": 800},
-                        "cites": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
+                "items": cited_text_json(800),
             },
         },
     },

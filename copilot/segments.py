@@ -46,7 +46,7 @@ from marshmallow import Schema, fields, validate
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from copilot.llm import Evidence, Task
+from copilot.llm import Evidence, Task, cited_text_json, cited_text_schema
 from copilot.results import CopilotResult, save_results
 from core.embeddings import DIMENSION
 from core.store import Store
@@ -605,9 +605,7 @@ def polish_summary(services: Any, tenant_id: str, segment_id: str) -> dict[str, 
     return summary
 
 
-class _SummaryBullet(Schema):
-    text = fields.String(required=True, validate=validate.Length(min=1, max=300))
-    cites = fields.List(fields.String(), required=True, validate=validate.Length(min=1))
+_SummaryBullet = cited_text_schema(300, min_cites=1)
 
 
 class _SummarySchema(Schema):
@@ -634,15 +632,7 @@ SUMMARY_TASK = Task(
                 "type": "array",
                 "minItems": 1,
                 "maxItems": 6,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["text", "cites"],
-                    "properties": {
-                        "text": {"type": "string", "maxLength": 300},
-                        "cites": {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                    },
-                },
+                "items": cited_text_json(300, min_cites=1),
             }
         },
     },
