@@ -50,13 +50,17 @@ def scored_console(root: Path, n_leads: int = N_LEADS, **overrides: object) -> I
     history = generate(seed=7, n_leads=n_leads, now=datetime.now(UTC).replace(microsecond=0))
     load_history_into_store(services.store, history, TENANT)
     train(services.store, TENANT, "lead", as_of=history.now)
+    # Scoring jobs find their services through scoring.jobs.current; point it at this store only
+    # for the one call, so a session-long console never captures other tests' jobs.
     original = jobs.current
     jobs.current = lambda: services  # type: ignore[assignment]
     try:
         jobs.score_all(TENANT, "lead")
-        yield Console(app, services, password, TENANT)
     finally:
         jobs.current = original  # type: ignore[assignment]
+    try:
+        yield Console(app, services, password, TENANT)
+    finally:
         queue.stop()
 
 
