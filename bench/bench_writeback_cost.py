@@ -21,13 +21,11 @@ from pathlib import Path
 
 from run_all import emit, row
 
-from connectors.base import connector_for
 from core.config import Config
 from core.services import configure
-from core.tenants import Tenant, Tokens, tenant_id_for
 from sandbox.history import generate
 from sandbox.hubspot import HubSpotSandbox
-from sandbox.runner import crm_settings
+from sandbox.runner import crm_settings, register_tenants
 from sandbox.salesforce import SalesforceSandbox
 from sync.writeback import write_values
 
@@ -56,26 +54,6 @@ def results(ids, generation, changed):
     return out
 
 
-def install(services, salesforce, hubspot):
-    tenants = {
-        "salesforce": services.registry.save(
-            Tenant(tenant_id_for("salesforce", salesforce.org_id), "salesforce",
-                   salesforce.org_id, salesforce.instance_url, status="active",
-                   integration_user_id=salesforce.user_id),
-            Tokens(salesforce.access_token),
-        ),
-        "hubspot": services.registry.save(
-            Tenant(tenant_id_for("hubspot", str(hubspot.portal_id)), "hubspot",
-                   str(hubspot.portal_id), hubspot.base_url, status="active",
-                   integration_user_id=str(hubspot.app_id)),
-            Tokens(hubspot.access_token, hubspot.refresh_token),
-        ),
-    }  # fmt: skip
-    for tenant in tenants.values():
-        connector_for(tenant.tenant_id, services.connector_context).install()
-    return tenants
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--leads", type=int, default=10_000)
@@ -94,7 +72,7 @@ def main() -> None:
             services = configure(
                 Config.for_demo(lancedb_uri=str(folder / "db"), **crm_settings(salesforce, hubspot))
             )
-            tenants = install(services, salesforce, hubspot)
+            tenants = register_tenants(services, salesforce, hubspot)
             print(
                 f"set up {args.leads} leads in both CRMs in {time.perf_counter() - started:.0f} s"
             )

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connectors.base import connector_for
 from core.config import Secret
+from core.services import Services
+from core.tenants import Tenant, Tokens, tenant_id_for
 from sandbox.history import generate
 from sandbox.history_model import History
 from sandbox.hubspot import HubSpotSandbox
@@ -116,3 +119,33 @@ def start_sandboxes(
                 "loaded %d generated leads in %.1f s", seed_leads, time.perf_counter() - started
             )
     return sandboxes
+
+
+def register_tenants(
+    services: Services, salesforce: SalesforceSandbox, hubspot: HubSpotSandbox
+) -> dict[str, Tenant]:
+    """Install Fieldwise into both sandboxes with their own tokens, skipping the OAuth consent.
+
+    For benchmarks and tests that measure what comes after an install: the tenants are saved as
+    active, with the sandboxes' integration users, and provisioned (fields and subscriptions).
+
+    Returns:
+        ``"salesforce"`` and ``"hubspot"`` to the saved tenant.
+    """
+    tenants = {
+        "salesforce": services.registry.save(
+            Tenant(tenant_id_for("salesforce", salesforce.org_id), "salesforce",
+                   salesforce.org_id, salesforce.instance_url, status="active",
+                   integration_user_id=salesforce.user_id),
+            Tokens(salesforce.access_token),
+        ),
+        "hubspot": services.registry.save(
+            Tenant(tenant_id_for("hubspot", str(hubspot.portal_id)), "hubspot",
+                   str(hubspot.portal_id), hubspot.base_url, status="active",
+                   integration_user_id=str(hubspot.app_id)),
+            Tokens(hubspot.access_token, hubspot.refresh_token),
+        ),
+    }  # fmt: skip
+    for tenant in tenants.values():
+        connector_for(tenant.tenant_id, services.connector_context).install()
+    return tenants

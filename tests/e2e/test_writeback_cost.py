@@ -6,13 +6,11 @@ import math
 
 import pytest
 
-from connectors.base import connector_for
 from core.config import Config
 from core.services import configure
-from core.tenants import Tenant, Tokens, tenant_id_for
 from sandbox.history import generate
 from sandbox.hubspot import HubSpotSandbox
-from sandbox.runner import crm_settings
+from sandbox.runner import crm_settings, register_tenants
 from sandbox.salesforce import SalesforceSandbox
 from sync.writeback import write_values
 
@@ -31,21 +29,7 @@ def crms(tmp_path_factory):
     services = configure(
         Config.for_demo(lancedb_uri=str(folder / "db"), **crm_settings(salesforce, hubspot))
     )
-    tenants = {
-        "salesforce": services.registry.save(
-            Tenant(tenant_id_for("salesforce", salesforce.org_id), "salesforce", salesforce.org_id,
-                   salesforce.instance_url, status="active", integration_user_id=salesforce.user_id),
-            Tokens(salesforce.access_token),
-        ),
-        "hubspot": services.registry.save(
-            Tenant(tenant_id_for("hubspot", str(hubspot.portal_id)), "hubspot",
-                   str(hubspot.portal_id), hubspot.base_url, status="active",
-                   integration_user_id=str(hubspot.app_id)),
-            Tokens(hubspot.access_token, hubspot.refresh_token),
-        ),
-    }  # fmt: skip
-    for tenant in tenants.values():
-        connector_for(tenant.tenant_id, services.connector_context).install()
+    tenants = register_tenants(services, salesforce, hubspot)
     lead_ids = {
         "salesforce": [rid for rid, _ in salesforce.state.store.iter("Lead")][:LEADS],
         "hubspot": [rid for rid, _ in hubspot.state.store.iter("contacts")][:LEADS],
