@@ -436,7 +436,7 @@ _PARSERS: dict[str, Any] = {
 }
 
 # Variables that are read but are not FIELDWISE_-prefixed, plus test-only knobs read elsewhere.
-_ENV_FIELDS = set(_PARSERS) | {"require_redis", "test_redis_url", "require_browser"}
+_ENV_FIELDS = set(_PARSERS) | {"require_redis", "test_redis_url", "require_browser", "chromium"}
 
 
 def _looks_secret(name: str) -> bool:
