@@ -11,7 +11,8 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@# The browser tests drive Debian's chromium; Playwright never downloads one.
-	@test -x /usr/bin/chromium || apt-get install -y --no-install-recommends chromium
+	@test -x /usr/bin/chromium || apt-get install -y --no-install-recommends chromium \
+		|| (apt-get update && apt-get install -y --no-install-recommends chromium)
 	@touch $@
 
 demo: $(INSTALLED)
