@@ -240,6 +240,14 @@ def train_from_csv(
     frame.labels = frame.labels.loc[frame.frame.index]
     model, report, holdout = fit(frame, task_type=task_type, progress=progress, params=params)
     report["source"] = {"csv": str(path), "label_column": label_column, "time_order": time_note}
+    # The export's own column labels every row, so rep feedback changes no label here; the summary
+    # is still shown beside the model when the tenant has one.
+    no_labels_changed = {"added_negatives": 0, "kept_positive": 0, "already_negative": 0}
+    report["feedback"] = (
+        {**feedback_summary(store, tenant_id), "training": no_labels_changed}
+        if store is not None and tenant_id
+        else {"total": 0, "training": no_labels_changed}
+    )
     if store is not None and tenant_id:
         outcome = ModelRegistry(store).register(
             tenant_id, kind, model, list(holdout), holdout=frame.subset(holdout)
