@@ -127,9 +127,12 @@ def test_webhooks_get_503_while_redis_is_down_and_the_crm_retries_are_processed_
         assert live.stored("hubspot", "lead", second)["title"] != outage_title
 
         private_redis.start()  # same port, empty: nothing queued survived, nothing was needed
-        # rq's worker gives up when Redis goes away ("found an unhandled exception, quitting");
-        # its process may linger in teardown. A supervisor replaces it, as this does.
-        assert "quitting" in live.worker_procs[0].log()
+        # rq's worker either gives up when Redis goes away ("found an unhandled exception,
+        # quitting"), when the loss hits it outside its dequeue, or keeps retrying the connection
+        # ("retrying in N seconds") when it was waiting for a job; which one depends on timing.
+        # Either way it lost Redis; a supervisor replaces it, as this does.
+        lost = live.worker_procs[0].log()
+        assert "quitting" in lost or "could not connect to Redis instance" in lost, lost
         live.kill_worker(0)
         live.start_worker()
         live.wait_stored(
