@@ -51,6 +51,10 @@ class WindowCounter(Protocol):
         """Record ``units`` and return 0 when they fit, else the seconds until they would."""
         ...
 
+    def used(self, key: str, seconds: float) -> int:
+        """Units recorded under ``key`` in the last ``seconds``, taking none."""
+        ...
+
 
 class RedisWindowCounter:
     """Sliding windows in Redis sorted sets, shared by every process on that Redis."""
@@ -95,6 +99,13 @@ class RedisWindowCounter:
             raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
         return max(0.0, float(wait))
 
+    def used(self, key: str, seconds: float) -> int:
+        """See :class:`WindowCounter`."""
+        try:
+            return int(self._redis.zcount(KEY_PREFIX + key, time.time() - seconds, "+inf"))
+        except redis.RedisError as exc:
+            raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
+
 
 class LocalWindowCounter:
     """The same sliding windows in this process's memory (embedded mode)."""
@@ -118,6 +129,12 @@ class LocalWindowCounter:
                 return window.seconds
             needed = len(events) + units - window.limit
             return events[needed - 1] + window.seconds - now
+
+    def used(self, key: str, seconds: float) -> int:
+        """See :class:`WindowCounter`."""
+        with self._lock:
+            since = self._clock() - seconds
+            return sum(1 for moment in self._events.get(key, ()) if moment > since)
 
 
 class Budget:

@@ -48,6 +48,7 @@ from connectors.base import (
 )
 from connectors.hubspot import auth, errors, mappers, provision
 from connectors.hubspot.streams import Deals, PropertyCatalog, SearchCursor, streams_for
+from core.config import Config
 from core.http import retry_policy
 from core.locks import named_lock
 from core.ratelimit import Budget, BudgetExhausted, Window
@@ -104,10 +105,9 @@ class HubSpotApi:
         self._refresh_guard = threading.Lock()
         settings = tenant.settings
         ten = int(settings.get("hubspot_ten_second_limit", TEN_SECOND_LIMIT))
-        daily = int(settings.get("hubspot_daily_limit", DAILY_LIMIT))
         search = int(settings.get("hubspot_search_per_second", SEARCH_PER_SECOND))
-        app = tenant.integration_user_id or context.config.hubspot_app_id or "app"
-        day = Window(_margin(daily), 86_400.0)
+        app = _budget_app(tenant.integration_user_id, context.config)
+        day = Window(_margin(_daily_limit(settings)), 86_400.0)
         # HubSpot counts the ten-second window and the day per app per portal, and search per
         # portal; searches count against the day too. The budgets share the "day" window's key.
         name = f"hubspot:{tenant.external_id}"
@@ -531,6 +531,29 @@ def _json(response: Any) -> dict[str, Any]:
         return {}
     value = json.loads(data)
     return value if isinstance(value, dict) else {"results": value}
+
+
+def daily_budget(
+    config: Config, portal_id: str, integration_user_id: str | None, settings: Mapping[str, Any]
+) -> tuple[str, int, int]:
+    """Fieldwise's daily HubSpot budget in one portal, for reading how much of it is used.
+
+    Returns:
+        The shared counter's key of the app's day window in that portal, the calls per day
+        Fieldwise allows itself, and HubSpot's daily limit it is derived from.
+    """
+    daily = _daily_limit(settings)
+    key = f"hubspot:{portal_id}:{_budget_app(integration_user_id, config)}:day"
+    return key, _margin(daily), daily
+
+
+def _daily_limit(settings: Mapping[str, Any]) -> int:
+    return int(settings.get("hubspot_daily_limit", DAILY_LIMIT))
+
+
+def _budget_app(integration_user_id: str | None, config: Config) -> str:
+    # HubSpot counts per app per portal; the tenant's app id, else the configured one.
+    return integration_user_id or config.hubspot_app_id or "app"
 
 
 def _margin(limit: int) -> int:

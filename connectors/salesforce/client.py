@@ -88,6 +88,19 @@ KEY_PREFIXES: Mapping[str, str] = {
 
 _allocations: dict[str, int] = {}
 """Org id -> its DailyApiRequests maximum, as the last ``Sforce-Limit-Info`` in this process said."""
+_BUDGET_NAME = "salesforce:{tenant_id}"
+
+
+def daily_budget(tenant_id: str, org_id: str, share: float) -> tuple[str, int | None, int | None]:
+    """Fieldwise's share of one org's daily API allocation, for reading how much of it is used.
+
+    Returns:
+        The shared counter's key of the rolling 24-hour window, the calls Fieldwise may make in
+        it, and the org's allocation; both None until this process has seen the allocation.
+    """
+    allocation = _allocations.get(org_id)
+    allowed = max(1, int(allocation * share)) if allocation else None
+    return f"{_BUDGET_NAME.format(tenant_id=tenant_id)}:daily", allowed, allocation
 
 
 def http_session(config: Config, *, soap: bool = False) -> requests.Session:
@@ -210,7 +223,7 @@ class SalesforceConnector:
         limit = max(1, int(allocation * share)) if allocation else UNKNOWN_ALLOCATION
         budget = Budget(
             self.context.counter,
-            f"salesforce:{self.tenant_id}",
+            _BUDGET_NAME.format(tenant_id=self.tenant_id),
             {"daily": Window(limit=limit, seconds=DAY_S)},
         )
         try:

@@ -21,8 +21,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from connectors.hubspot import client as hubspot_client
+from connectors.salesforce import client as salesforce_client
 from core.queue import QueueUnavailable
-from core.ratelimit import KEY_PREFIX, LocalWindowCounter, RedisWindowCounter, WindowCounter
 from core.services import Services
 from core.store import AUDIT_SCHEMA, SCORE_LEDGER_SCHEMA
 from sync.jobs import BACKFILL_ENTITIES, backfill_progress
@@ -152,50 +153,30 @@ def score_log(
 # Overview
 
 
-def budget_used(counter: WindowCounter, key: str, seconds: float) -> int | None:
-    """Calls recorded in a sliding window of the shared counter, or None if it cannot say.
-
-    ``core.ratelimit`` counters only take units; this reads what they hold without taking any.
-    """
-    now = time.time()
-    if isinstance(counter, RedisWindowCounter):
-        connection = counter._redis
-        return int(connection.zcount(KEY_PREFIX + key, now - seconds, "+inf"))
-    if isinstance(counter, LocalWindowCounter):
-        events = counter._events.get(key)
-        return sum(1 for t in events if t > now - seconds) if events else 0
-    return None
-
-
 def api_budget(services: Services, tenant: Mapping[str, Any]) -> dict[str, Any]:
     """Today's (rolling 24 h) calls against what Fieldwise may use for one tenant."""
     config = services.config
     if tenant["crm"] == "salesforce":
-        from connectors.salesforce import client as salesforce
-
-        key = f"salesforce:{tenant['tenant_id']}:daily"
-        allocation = salesforce._allocations.get(tenant["external_id"])
-        allowed = int(allocation * config.salesforce_api_share) if allocation else None
+        share = config.salesforce_api_share
+        key, allowed, allocation = salesforce_client.daily_budget(
+            tenant["tenant_id"], tenant["external_id"], share
+        )
         note = (
-            f"{config.salesforce_api_share:.0%} of the org's {allocation:,} daily calls"
+            f"{share:.0%} of the org's {allocation:,} daily calls"
             if allocation
-            else f"{config.salesforce_api_share:.0%} of the org's allocation (not seen yet)"
+            else f"{share:.0%} of the org's allocation (not seen yet)"
         )
     else:
-        from connectors.hubspot import client as hubspot
-
-        settings = _settings(tenant)
-        app = tenant.get("integration_user_id") or config.hubspot_app_id or "app"
-        key = f"hubspot:{tenant['external_id']}:{app}:day"
-        daily = int(settings.get("hubspot_daily_limit", hubspot.DAILY_LIMIT))
-        allowed = hubspot._margin(daily)
+        key, allowed, daily = hubspot_client.daily_budget(
+            config, tenant["external_id"], tenant.get("integration_user_id"), _settings(tenant)
+        )
         note = f"HubSpot's {daily:,} daily calls, less a safety margin"
     try:
-        used = budget_used(services.counter, key, DAY_S)
+        used: int | None = services.counter.used(key, DAY_S)
     except Exception as exc:  # a counter outage is shown on the page, not raised
         return {"used": None, "allowed": allowed, "note": f"counter unreachable: {exc}"}
-    share = used / allowed if used is not None and allowed else None
-    return {"used": used, "allowed": allowed, "share": share, "note": note}
+    share_used = used / allowed if used is not None and allowed else None
+    return {"used": used, "allowed": allowed, "share": share_used, "note": note}
 
 
 def _settings(tenant: Mapping[str, Any]) -> dict[str, Any]:

@@ -99,3 +99,27 @@ def test_budget_raises_with_the_retry_time_when_room_is_too_far_off():
         budget.acquire(max_wait_s=5)
     assert caught.value.name == "t1:daily"
     assert caught.value.retry_after_s == pytest.approx(86_400)
+
+
+def test_local_window_reports_units_used_in_a_span_without_taking_any():
+    clock = FakeClock()
+    counter = LocalWindowCounter(clock)
+    window = Window(limit=10, seconds=100)
+    counter.take("t", window, 2)
+    clock.now += 30
+    counter.take("t", window, 3)
+    assert counter.used("t", 20) == 3
+    assert counter.used("t", 60) == 5
+    assert counter.used("t", 60) == 5
+    assert counter.used("other", 60) == 0
+
+
+@pytest.mark.redis
+def test_redis_window_reports_units_any_process_used_without_taking_any(shared_counters):
+    first, second, _ = shared_counters
+    window = Window(limit=10, seconds=60)
+    first.take("used-key", window, 2)
+    second.take("used-key", window, 1)
+    assert second.used("used-key", 60) == 3
+    assert first.used("used-key", 60) == 3
+    assert first.used("missing-key", 60) == 0
