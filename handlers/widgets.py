@@ -16,7 +16,6 @@ tenants. :func:`build_widget_projects` renders the widget sources with the deplo
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from copilot.llm import GenerationFailed
+from copilot.next_steps import FollowupError, draft_followup
 from copilot.results import RESULTS as COPILOT_RESULTS
 from copilot.results import load_results
 from core.services import Services
@@ -200,21 +201,27 @@ class FollowupSchema(Schema):
 
 @bp.post("/cards/<crm>/followup")
 def followup(crm: str) -> tuple[Response, int]:
-    """Ask the copilot for a follow-up draft for one record and return it."""
+    """Ask the copilot for a follow-up draft for one record and return it.
+
+    A record that gets no draft (an account, a person who opted out of processing) is answered
+    422 ``followup_refused`` with the reason; a model that kept failing, 502 ``generation_failed``.
+    """
     if crm not in _PROJECTS:
         raise ApiError(404, "unknown_crm", f"no widget for {crm!r}")
     services = context.services()
     caller = authenticate(services, crm)
     body = _load(FollowupSchema(), "invalid_followup_request")
     entity = find_record(services, caller, body["object_type"], body["record_id"])
+    # A refusal (no drafts for accounts, or the person opted out of processing) is the answer to
+    # this request, not a server fault; so is a model that kept failing, which is worth a retry.
     try:
-        module = importlib.import_module("copilot.next_steps")
-    except ModuleNotFoundError:
-        module = None
-    draft_followup = getattr(module, "draft_followup", None)
-    if draft_followup is None:
-        raise ApiError(501, "not_available", "follow-up drafts are not available in this version")
-    drafted = draft_followup(services, caller.tenant.tenant_id, entity, body["record_id"])
+        drafted = draft_followup(services, caller.tenant.tenant_id, entity, body["record_id"])
+    except FollowupError as exc:
+        raise ApiError(422, "followup_refused", str(exc)) from None
+    except GenerationFailed as exc:
+        raise ApiError(
+            502, "generation_failed", f"no draft could be written, try again later: {exc}"
+        ) from None
     return jsonify({"record_id": body["record_id"], "followup_draft": _plain(drafted)}), 200
 
 

@@ -310,11 +310,21 @@ def _copilot_changes(form: Mapping[str, str], thresholds: Mapping[str, float]) -
         "min_evidence": _int(form.get("min_evidence"), "minimum evidence", 0, 1000, 0),
         "competitors": competitors,
         "risk_thresholds": {
-            key: _float(form.get(f"risk_{key}"), f"risk threshold {key}")
+            key: _threshold(form.get(f"risk_{key}"), f"risk threshold {key}")
             for key in thresholds
             if (form.get(f"risk_{key}") or "").strip()
         },
     }
+
+
+def _threshold(raw: str | None, name: str) -> int | float:
+    """A risk threshold as typed; a whole number becomes an int.
+
+    Day and count thresholds accept only whole numbers, and the page fills every threshold in, so
+    ``14`` must reach them as 14, not 14.0.
+    """
+    value = _float(raw, name)
+    return int(value) if value.is_integer() else value
 
 
 @bp.route("/settings/<tenant_id>", methods=["GET", "POST"])

@@ -31,6 +31,8 @@ from core.config import Config, Secret
 from core.services import current
 from handlers.webhooks import relay_signature
 from handlers.widget_auth import salesforce_headers
+from manifests.loader import load_manifest
+from scoring.ledger import ScoreLedger
 from sync.erasure import forget
 from sync.writeback import _same_value
 
@@ -338,6 +340,87 @@ def test_expired_token_is_refreshed_and_revoked_one_parks_the_tenant_until_reins
     assert_store_matches_crm(live, "hubspot", parked)
     assert not services.store.parked_jobs(tenant_id)
     assert live.failed_count() == 0, live.failures()
+
+
+SALESFORCE_AI_FIELDS = tuple(f.api_name for f in load_manifest("salesforce").owned_fields("Lead"))
+
+
+def salesforce_ai_fields(live: LiveSync, crm_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The Fieldwise fields of some Salesforce leads, as the CRM holds them."""
+    records = crm_leads(live, "salesforce")
+    return {i: {f: records[i].get(f) for f in SALESFORCE_AI_FIELDS} for i in crm_ids}
+
+
+def test_salesforce_refresh_token_revoked_mid_run_parks_work_and_reinstall_completes_it(live):
+    services, sandbox = live.services, live.salesforce
+    assert services is not None and sandbox is not None
+    tenant_id = live.tenants["salesforce"]
+    live.wait_idle(timeout=60)
+    since = time.time()
+    # Leads Fieldwise has not scored yet: their first score is always written, so the parked
+    # work is sure to include AI fields (a rescore that moves too little writes nothing).
+    open_ids = live.salesforce_lead_ids(30)
+    scored = ScoreLedger(live.store).last(tenant_id, "lead", open_ids)
+    ids = [i for i in open_ids if i not in scored][:6]
+    assert len(ids) == 6, f"only {len(ids)} open Salesforce leads are unscored; 6 are needed"
+
+    def sandbox_hook(name: str) -> None:
+        answer = sandbox.session().post(f"{sandbox.instance_url}/__admin/{name}", json={},
+                                        timeout=10)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+
+    # Mid-run: these edits' change events are being delivered and fetched when the org revokes
+    # Fieldwise's refresh token (and its access tokens); the next edits arrive after it.
+    in_flight = edit_titles(live, "salesforce", ids[:3], "Chief Revenue Officer")
+    sandbox_hook("revoke-refresh-tokens")
+    sandbox_hook("expire-tokens")
+    after_revoke = edit_titles(live, "salesforce", ids[3:], "Student intern")
+    wait_until(lambda: services.registry.get(tenant_id).status == "needs_reauth", 60,
+               what="the Salesforce tenant to be parked for re-authorisation")  # fmt: skip
+    reason = services.registry.get(tenant_id).status_reason or ""
+    assert "/install/salesforce" in reason, f"no re-install link in {reason!r}"
+    health = requests.get(f"{live.public_url}/healthz", timeout=10).json()
+    shown = {t["tenant_id"]: t for t in health["tenants"]["installed"]}[tenant_id]
+    assert shown["status"] == "needs_reauth" and shown["reinstall"] == "/install/salesforce", shown
+    live.wait_idle(timeout=60)
+    parked = services.store.parked_jobs(tenant_id)
+    assert parked, "nothing was parked: the revocation met no work"
+    assert all("/install/salesforce" in p["reason"] for p in parked), parked
+    waiting = [i for i in after_revoke if live.stored("salesforce", "lead", i)["title"]
+               != after_revoke[i]]  # fmt: skip
+    assert waiting, "edits made after the revocation reached the store without a token"
+    assert live.failed_count() == 0, live.failures()  # parked, not failed
+
+    reinstalled_at = time.time()
+    live.install("salesforce")  # the admin re-authorises; provisioning queues the parked work
+    wait_until(lambda: services.registry.get(tenant_id).status == "active", 60,
+               what="the Salesforce tenant to be active again")  # fmt: skip
+    live.wait_idle(timeout=90)
+    assert not services.store.parked_jobs(tenant_id)
+    assert live.failed_count() == 0, live.failures()
+    assert_store_matches_crm(live, "salesforce", in_flight | after_revoke)
+    assert assert_crm_matches_ledger(live, "salesforce") > 0
+    assert_written_once(live, "salesforce", since)
+    landed = {key[0] for key in successful_writes(live, "salesforce", reinstalled_at)}
+    assert set(after_revoke) <= landed, "the parked work wrote no AI field after the re-install"
+
+    # What a clean run writes for these records: scoring them again and writing their results
+    # with nothing failing must find every AI field already holding its value.
+    recovered = salesforce_ai_fields(live, ids)
+    assert all(fields["Fieldwise_AI_Score__c"] is not None for fields in recovered.values())
+    clean_since = time.time()
+    settled = live.job_ids()
+    services.queue.enqueue("scoring.jobs.score_changed", tenant_id, "lead", ids, queue="high")
+    services.queue.enqueue("sync.writeback.write_results", tenant_id, "lead", ids, queue="high")
+    live.wait_idle(timeout=60)
+    assert live.failed_count() == 0, live.failures()
+    writebacks = live.new_jobs(settled, func="sync.writeback.write_results")
+    assert writebacks, "the clean write-back did not run"
+    for job in writebacks:
+        assert job.return_value()["fields_written"] == 0, job.return_value()
+    touched = {key[0] for key in successful_writes(live, "salesforce", clean_since)}
+    assert not touched & set(ids), f"the clean run rewrote {sorted(touched & set(ids))}"
+    assert salesforce_ai_fields(live, ids) == recovered
 
 
 # -- loops -----------------------------------------------------------------------------------------
