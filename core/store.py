@@ -33,13 +33,15 @@ what keeps that safe:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import logging
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -70,6 +72,12 @@ TABLES: dict[str, str] = {
 
 KEY_COLUMNS = ("tenant_id", "crm_id")
 MEMO_ENTRIES = 32
+_stale_reads: contextvars.ContextVar[list[tuple[Any, ...]] | None] = contextvars.ContextVar(
+    "fieldwise_stale_reads", default=None
+)
+"""Inside :meth:`Store.stale_ok`: the memo slots answered from out-of-date values."""
+_OUT_OF_DATE: tuple[int, ...] = (-1,)
+"""The versions of a memo value built from out-of-date inputs: no table has version -1."""
 """Derived values :meth:`Store.memo` keeps per store."""
 _NEWER_ONLY = "target.updated_at < source.updated_at"
 _EXTRA_NOTE_COLUMNS = {"vector": pa.list_(pa.float32(), DIMENSION), "embedding_model": pa.string()}
@@ -979,22 +987,45 @@ class Store:
         For derived numbers that are costly to compute from many rows and cheap to keep: any write
         to one of ``tables`` (by this process or another) makes the next call build again. At most
         :data:`MEMO_ENTRIES` values are kept per store, least recently used dropped first.
+
+        Inside :meth:`stale_ok`, a kept value whose tables have changed since is returned as it is,
+        and a value built after that (so perhaps from such inputs) is kept as out of date too; the
+        caller refreshes them by calling again outside :meth:`stale_ok`.
         """
         _require_tenant(tenant_id)
         versions = self.table_versions(tables)
         slot = (tenant_id, *key)
+        served_stale = _stale_reads.get()
         with self._memo_lock:
             held = self._memo.get(slot)
             if held is not None and held[0] == versions:
                 self._memo.move_to_end(slot)
                 return held[1]
+            if held is not None and served_stale is not None:
+                served_stale.append(slot)
+                return held[1]
+        inputs_stale = bool(served_stale)
         value = build()
         with self._memo_lock:
-            self._memo[slot] = (versions, value)
+            self._memo[slot] = (_OUT_OF_DATE if inputs_stale else versions, value)
             self._memo.move_to_end(slot)
             while len(self._memo) > MEMO_ENTRIES:
                 self._memo.popitem(last=False)
         return value
+
+    @contextlib.contextmanager
+    def stale_ok(self) -> Iterator[list[tuple[Any, ...]]]:
+        """Let :meth:`memo` answer from kept values that are out of date.
+
+        For pages that must answer at once and can say their figures are being refreshed. Yields
+        the list of memo slots answered out of date (empty when everything was current).
+        """
+        served: list[tuple[Any, ...]] = []
+        token = _stale_reads.set(served)
+        try:
+            yield served
+        finally:
+            _stale_reads.reset(token)
 
     def delete_rows(
         self, tenant_id: str, name: str, schema: pa.Schema, filters: Mapping[str, Any]

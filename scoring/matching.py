@@ -29,18 +29,19 @@ assignments against the owners the leads actually had, with per-rep load, shares
 
 from __future__ import annotations
 
-import bisect
 import functools
-import heapq
-import itertools
+import hashlib
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from core.store import Store
 from scoring.features import size_band
@@ -116,44 +117,73 @@ def reps_from_store(
     Expertise and capacity are read from the user's custom fields whose names say so
     (``Expertise__c``, ``Capacity__c`` and the like); the tenant's settings override capacity.
     """
-    skip = set(exclude)
-    reps = {}
-    for row in store.query(tenant_id, "user"):
-        if not row.get("is_active", True) or row["crm_id"] in skip:
-            continue
-        custom = row.get("custom") or {}
-        expertise = _tokens(v for k, v in custom.items() if _EXPERTISE_KEY.search(str(k)))
-        crm_capacity = next(
-            (_int(v) for k, v in custom.items() if _CAPACITY_KEY.search(str(k))), None
-        )
-        name = " ".join(p for p in (row.get("first_name"), row.get("last_name")) if p)
-        reps[row["crm_id"]] = Rep(
-            id=row["crm_id"],
-            name=name or (row.get("email") or ""),
-            territory=row.get("territory"),
+    skip = tuple(sorted(set(exclude)))
+
+    def build() -> list[tuple[str, str, str | None, frozenset[str], int | None]]:
+        found = []
+        for row in store.query(tenant_id, "user"):
+            if not row.get("is_active", True) or row["crm_id"] in skip:
+                continue
+            custom = row.get("custom") or {}
+            expertise = _tokens(v for k, v in custom.items() if _EXPERTISE_KEY.search(str(k)))
+            crm_capacity = next(
+                (_int(v) for k, v in custom.items() if _CAPACITY_KEY.search(str(k))), None
+            )
+            name = " ".join(p for p in (row.get("first_name"), row.get("last_name")) if p)
+            found.append(
+                (row["crm_id"], name or (row.get("email") or ""), row.get("territory"),
+                 expertise, crm_capacity)
+            )  # fmt: skip
+        return found
+
+    # Reading the users is most of the cost and does not depend on the settings: it is kept
+    # until the users table changes, and only capacity and availability are applied per call.
+    users: list[tuple[str, str, str | None, frozenset[str], int | None]] = store.memo(
+        tenant_id, ("rep-users", skip), ["users"], build
+    )
+    return {
+        user_id: Rep(
+            id=user_id,
+            name=name,
+            territory=territory,
             expertise=expertise,
-            capacity=settings.capacity_for(row["crm_id"], crm_capacity),
-            available=row["crm_id"] not in settings.unavailable_reps,
+            capacity=settings.capacity_for(user_id, crm_capacity),
+            available=user_id not in settings.unavailable_reps,
         )
-    return reps
+        for user_id, name, territory, expertise, crm_capacity in users
+    }
 
 
 def lead_view(record: Mapping[str, Any]) -> LeadView:
     """A canonical lead as routing sees it."""
-    custom = record.get("custom") or {}
-    product = next((str(v) for k, v in custom.items() if _INTEREST_KEY.search(str(k)) and v), None)
-    status = str(record.get("status") or "").lower()
     return LeadView(
         crm_id=record["crm_id"],
         region=record.get("region"),
-        segment=size_band(record.get("employees")) or UNKNOWN_SEGMENT,
-        product=product,
+        segment=lead_segment(record.get("employees")),
+        product=product_interest(record.get("custom")),
         owner_id=record.get("owner_id"),
         created_at=record.get("created_at") or record.get("updated_at"),
         converted=bool(record.get("is_converted")),
         converted_at=record.get("converted_at"),
-        closed=status.startswith("closed") or "unqualified" in status or "not converted" in status,
+        closed=status_closed(record.get("status")),
     )
+
+
+def lead_segment(employees: Any) -> str:
+    """The routing segment of a head count: its size band, or :data:`UNKNOWN_SEGMENT`."""
+    return size_band(employees) or UNKNOWN_SEGMENT
+
+
+def product_interest(custom: Mapping[str, Any] | None) -> str | None:
+    """The product a lead is interested in, from the first custom field whose name says so."""
+    fields = custom or {}
+    return next((str(v) for k, v in fields.items() if _INTEREST_KEY.search(str(k)) and v), None)
+
+
+def status_closed(status: Any) -> bool:
+    """Whether a lead status says the lead is closed (converted, unqualified or lost)."""
+    text = str(status or "").lower()
+    return text.startswith("closed") or "unqualified" in text or "not converted" in text
 
 
 def territory_match(lead: LeadView, rep: Rep) -> bool:
@@ -199,18 +229,63 @@ class FitModel:
     def fit(cls, leads: Sequence[LeadView], reps: Mapping[str, Rep]) -> FitModel:
         """Learn from decided leads and the reps who owned them."""
         rows = [x for x in leads if x.decided and x.owner_id in reps]
-        segments = sorted({x.segment for x in rows} | {UNKNOWN_SEGMENT})
-        if not rows:
+        owners: dict[str, int] = {}
+        segments: dict[str, int] = {}
+        return cls.fit_arrays(
+            owner=np.array(
+                [owners.setdefault(x.owner_id or "", len(owners)) for x in rows], dtype=np.int64
+            ),
+            owner_ids=list(owners),
+            segment=np.array(
+                [segments.setdefault(x.segment, len(segments)) for x in rows], dtype=np.int64
+            ),
+            segment_names=list(segments),
+            territory=np.array(
+                [territory_match(x, reps[x.owner_id or ""]) for x in rows], dtype=bool
+            ),
+            expertise=np.array(
+                [expertise_match(x, reps[x.owner_id or ""]) for x in rows], dtype=bool
+            ),
+            converted=np.array([x.converted for x in rows], dtype=bool),
+        )
+
+    @classmethod
+    def fit_arrays(
+        cls,
+        *,
+        owner: np.ndarray,
+        owner_ids: Sequence[str],
+        segment: np.ndarray,
+        segment_names: Sequence[str],
+        territory: np.ndarray,
+        expertise: np.ndarray,
+        converted: np.ndarray,
+    ) -> FitModel:
+        """:meth:`fit` on decided leads of known reps given as arrays, one entry per lead.
+
+        Args:
+            owner: each lead's owner, numbered in ``owner_ids``.
+            owner_ids: rep ids, in any order.
+            segment: each lead's segment, numbered in ``segment_names`` (distinct names).
+            segment_names: segment names, in any order.
+            territory: whether the owner covers the lead's region.
+            expertise: whether the owner sells the product the lead is interested in.
+            converted: whether the lead converted.
+        """
+        owner_ids, segment_names = list(owner_ids), list(segment_names)
+        n = len(owner)
+        present = {segment_names[c] for c in np.unique(segment).tolist()}
+        segments = sorted(present | {UNKNOWN_SEGMENT})
+        if not n:
             return cls({s: -2.0 for s in segments}, TERRITORY_FLOOR, EXPERTISE_FLOOR, {}, {}, {}, 0)
         position = {s: i for i, s in enumerate(segments)}
-        n, k = len(rows), len(segments)
+        k = len(segments)
+        column = np.array([position.get(s, 0) for s in segment_names], dtype=np.int64)[segment]
         x = np.zeros((n, k + 2))
-        y = np.array([1.0 if r.converted else 0.0 for r in rows])
-        for i, lead in enumerate(rows):
-            rep = reps[lead.owner_id or ""]
-            x[i, position[lead.segment]] = 1.0
-            x[i, k] = float(territory_match(lead, rep))
-            x[i, k + 1] = float(expertise_match(lead, rep))
+        x[np.arange(n), column] = 1.0
+        x[:, k] = territory
+        x[:, k + 1] = expertise
+        y = np.where(converted, 1.0, 0.0)
         base = math.log(max(y.mean(), 1e-3) / max(1 - y.mean(), 1e-3))
         prior = np.r_[np.full(k, base), 0.0, 0.0]
         learned = _logistic(x, y, prior)
@@ -224,21 +299,29 @@ class FitModel:
         else:
             weights = learned
         expected = 1.0 / (1.0 + np.exp(-(x @ weights)))
+        # Each (rep, segment) cell's sums, added in lead order (bincount adds one entry at a time),
+        # and the cells in the order they first appear: the prior's strength sums over them.
+        cell = owner.astype(np.int64) * len(segment_names) + segment
+        cells, first, inverse = np.unique(cell, return_index=True, return_inverse=True)
+        observed_sums = np.bincount(inverse, weights=y, minlength=len(cells))
+        predicted_sums = np.bincount(inverse, weights=expected, minlength=len(cells))
+        seen = np.bincount(inverse, minlength=len(cells))
+        won = np.bincount(inverse[np.asarray(converted, dtype=bool)], minlength=len(cells))
         observed: dict[tuple[str, str], float] = {}
         predicted: dict[tuple[str, str], float] = {}
         counts: dict[tuple[str, str], tuple[int, int]] = {}
-        for lead, p, outcome in zip(rows, expected, y, strict=True):
-            key = (lead.owner_id or "", lead.segment)
-            observed[key] = observed.get(key, 0.0) + outcome
-            predicted[key] = predicted.get(key, 0.0) + p
-            seen, won = counts.get(key, (0, 0))
-            counts[key] = (seen + 1, won + int(outcome))
+        for c in np.argsort(first, kind="stable").tolist():
+            who, where = divmod(int(cells[c]), len(segment_names))
+            key = (owner_ids[who], segment_names[where])
+            observed[key] = observed_sums[c]
+            predicted[key] = predicted_sums[c]
+            counts[key] = (int(seen[c]), int(won[c]))
         strength = _prior_strength(observed, predicted)
         lift = {key: (observed[key] + strength) / (predicted[key] + strength) for key in observed}
         team = {}
-        for segment in segments:
-            outcomes = [o for r, o in zip(rows, y, strict=True) if r.segment == segment]
-            team[segment] = float(np.mean(outcomes)) if outcomes else float(y.mean())
+        for i, name in enumerate(segments):
+            outcomes = y[column == i]
+            team[name] = float(np.mean(outcomes)) if len(outcomes) else float(y.mean())
         return cls(
             segment_logit={s: float(weights[position[s]]) for s in segments},
             territory_effect=float(weights[k]),
@@ -259,6 +342,45 @@ class FitModel:
         logit += self.expertise_effect * expertise_match(lead, rep)
         p = 1.0 / (1.0 + math.exp(-logit))
         return min(p * self.lift.get((rep.id, lead.segment), 1.0), 0.99)
+
+    def expected_table(
+        self,
+        segments: Sequence[str],
+        territory: np.ndarray,
+        expertise: np.ndarray,
+        rep_ids: Sequence[str],
+    ) -> np.ndarray:
+        """:meth:`expected` for many kinds of lead with many reps at once, the same numbers.
+
+        Args:
+            segments: each kind's segment.
+            territory: (kinds x reps) whether the rep covers the kind's region.
+            expertise: (kinds x reps) whether the rep sells the kind's product.
+            rep_ids: the reps, in the order of the columns.
+
+        Returns:
+            (kinds x reps) expected conversions.
+        """
+        out = np.empty((len(segments), len(rep_ids)))
+        lifts: dict[str, np.ndarray] = {}
+        for i, segment in enumerate(segments):
+            lift = lifts.get(segment)
+            if lift is None:
+                lift = lifts[segment] = np.array(
+                    [self.lift.get((rep_id, segment), 1.0) for rep_id in rep_ids], dtype=float
+                )
+            # Only four probabilities per segment: the scalar arithmetic of :meth:`expected`.
+            base = self.segment_logit.get(segment, self.default_logit)
+            chance = np.empty(4)
+            for covers in (False, True):
+                for sells in (False, True):
+                    logit = base
+                    logit += self.territory_effect * covers
+                    logit += self.expertise_effect * sells
+                    chance[2 * covers + sells] = 1.0 / (1.0 + math.exp(-logit))
+            which = 2 * territory[i].astype(np.int64) + expertise[i].astype(np.int64)
+            out[i] = np.minimum(chance[which] * lift, 0.99)
+        return out
 
     def rep_rate(self, rep: Rep, segment: str) -> float | None:
         """The rep's own conversion rate in a segment, shrunk (None without history there)."""
@@ -634,6 +756,10 @@ def replay(
     for ``lead_open_days`` (or until it converted), and leads still open from before the window
     count against the owners they had.
 
+    Everything that does not depend on capacity, availability and fairness (the window, the fit
+    model, each lead's expected conversion with every rep, the historical owners' side) is kept
+    (``Store.memo``) until leads or users change; routing itself is one pass over those arrays.
+
     Returns:
         A JSON-ready report: the window, expected conversions of Fieldwise's and the historical
         assignment (and the historical actual conversions where known), per-rep load and share,
@@ -644,97 +770,20 @@ def replay(
     exclude = [integration_user_id] if integration_user_id else []
     reps = reps_from_store(store, tenant_id, settings, exclude)
     leads = replay_leads(store, tenant_id)
-    if not leads or not reps:
+    if not len(leads.created) or not reps:
         raise ValueError(f"tenant {tenant_id} has no leads or no reps to replay")
-    end = now or _created(leads[-1])
-    start = end - timedelta(days=days)
-    open_for = timedelta(days=settings.lead_open_days)
-
-    def closes(lead: LeadView) -> datetime:
-        assert lead.created_at is not None
-        done = lead.created_at + open_for
-        if lead.converted and lead.converted_at is not None:
-            return min(done, lead.converted_at)
-        return done
-
-    # ``leads`` is sorted by creation time, so the history and the window are two slices.
-    first = bisect.bisect_left(leads, start, key=_created)
-    history = leads[:first]
-    window = leads[first : bisect.bisect_right(leads, end, key=_created)]
-    if not window:
-        raise ValueError(f"no leads were created in the last {days} days")
-    fit = _history_fit(store, tenant_id, history, start, reps)
-
-    # A lead counts against capacity at most ``open_for`` after it was created.
-    recent = history[bisect.bisect_right(history, start - open_for, key=_created) :]
-    hist_load: dict[str, int] = {}
-    # Leads closing, soonest first: (when, order pushed, whose load, rep id).
-    closing: list[tuple[datetime, int, str, str]] = []
-    pushed = itertools.count()
-    for lead in recent:
-        if lead.owner_id in reps and closes(lead) > start:
-            owner = lead.owner_id or ""
-            hist_load[owner] = hist_load.get(owner, 0) + 1
-            closing.append((closes(lead), next(pushed), "both", owner))
-    heapq.heapify(closing)
-    router = Router(fit, reps, settings, dict(hist_load))
-    peak = dict(router.open_load)
-    hist_peak = dict(hist_load)
-    fieldwise_expected = historical_expected = 0.0
-    per_rep: dict[str, dict[str, Any]] = {
-        r.id: {"assigned": 0, "historical_assigned": 0, "expected": 0.0} for r in reps.values()
-    }
-    unrouted = 0
-    assignments: dict[str, str] = {}
-    matched_fw = matched_hist = expert_fw = expert_hist = 0
-    actual_conversions, decided_in_window = 0, 0
-    for lead in window:
-        assert lead.created_at is not None
-        while closing and closing[0][0] <= lead.created_at:
-            _, _, who, owner = heapq.heappop(closing)
-            if who in ("both", "fieldwise"):
-                router.release(owner)
-            if who in ("both", "historical"):
-                hist_load[owner] = max(0, hist_load.get(owner, 0) - 1)
-        historical = reps.get(lead.owner_id or "")
-        if historical is not None:
-            p = router.expected_with(lead, historical.id)
-            historical_expected += p
-            per_rep[historical.id]["historical_assigned"] += 1
-            matched_hist += territory_match(lead, historical)
-            expert_hist += expertise_match(lead, historical)
-            hist_load[historical.id] = hist_load.get(historical.id, 0) + 1
-            hist_peak[historical.id] = max(
-                hist_peak.get(historical.id, 0), hist_load[historical.id]
-            )
-            heapq.heappush(closing, (closes(lead), next(pushed), "historical", historical.id))
-        if lead.decided:
-            decided_in_window += 1
-            actual_conversions += lead.converted
-        choice = router.choose(lead, explain=False)
-        if choice is None:
-            unrouted += 1
-            continue
-        router.assign(choice)
-        rep = choice.rep
-        assignments[lead.crm_id] = rep.id
-        fieldwise_expected += choice.expected
-        per_rep[rep.id]["assigned"] += 1
-        per_rep[rep.id]["expected"] += choice.expected
-        matched_fw += territory_match(lead, rep)
-        expert_fw += expertise_match(lead, rep)
-        peak[rep.id] = max(peak.get(rep.id, 0), router.open_load[rep.id])
-        heapq.heappush(closing, (closes(lead), next(pushed), "fieldwise", rep.id))
+    order = sorted(reps.values(), key=lambda r: r.id)
+    window = _replay_window(store, tenant_id, leads, order, days, now, settings.lead_open_days)
+    routed = _route_window(window, order, settings)
 
     pool = [r for r in reps.values() if r.available]
-    routed_total = sum(per_rep[r.id]["assigned"] for r in pool)
-    hist_total = sum(v["historical_assigned"] for v in per_rep.values())
+    routed_total = sum(routed.assigned[i] for i, r in enumerate(order) if r.available)
+    hist_total = window.historical_total
     equal = 1.0 / len(pool)
-    rows = []
-    for rep in sorted(reps.values(), key=lambda r: r.id):
-        stats = per_rep[rep.id]
-        share = stats["assigned"] / routed_total if routed_total else 0.0
-        hist_share = stats["historical_assigned"] / hist_total if hist_total else 0.0
+    rows: list[dict[str, Any]] = []
+    for i, rep in enumerate(order):
+        share = routed.assigned[i] / routed_total if routed_total else 0.0
+        hist_share = window.historical_assigned[i] / hist_total if hist_total else 0.0
         rows.append(
             {
                 "rep": rep.id,
@@ -742,39 +791,42 @@ def replay(
                 "territory": rep.territory,
                 "available": rep.available,
                 "capacity": rep.capacity,
-                "assigned": stats["assigned"],
+                "assigned": routed.assigned[i],
                 "share": round(share, 4),
-                "expected_conversions": round(float(stats["expected"]), 2),
-                "peak_open": peak.get(rep.id, 0),
-                "within_capacity": peak.get(rep.id, 0) <= rep.capacity,
-                "historical_assigned": stats["historical_assigned"],
+                "expected_conversions": round(float(routed.expected[i]), 2),
+                "peak_open": routed.peak[i],
+                "within_capacity": routed.peak[i] <= rep.capacity,
+                "historical_assigned": window.historical_assigned[i],
                 "historical_share": round(hist_share, 4),
-                "historical_peak_open": hist_peak.get(rep.id, 0),
+                "historical_peak_open": window.historical_peak[i],
             }
         )
     shares = [r["share"] for r in rows if r["available"]]
     hist_shares = [r["historical_share"] for r in rows if r["available"]]
     band = settings.fairness_band
-    n = len(window)
+    n = len(window.crm_ids)
+    unrouted = routed.unrouted
+    fieldwise_expected = routed.total_expected
+    historical_expected = window.historical_expected
     report: dict[str, Any] = {
         "tenant_id": tenant_id,
         "days": days,
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "window": {"start": window.start.isoformat(), "end": window.end.isoformat()},
         "leads": n,
         "unrouted": unrouted,
         "fieldwise": {
             "expected_conversions": round(fieldwise_expected, 2),
             "expected_rate": round(fieldwise_expected / max(n - unrouted, 1), 4),
-            "territory_match": round(matched_fw / max(n - unrouted, 1), 4),
-            "expertise_match": round(expert_fw / max(n - unrouted, 1), 4),
+            "territory_match": round(routed.territory_matches / max(n - unrouted, 1), 4),
+            "expertise_match": round(routed.expertise_matches / max(n - unrouted, 1), 4),
         },
         "historical": {
             "expected_conversions": round(historical_expected, 2),
             "expected_rate": round(historical_expected / max(hist_total, 1), 4),
-            "territory_match": round(matched_hist / max(hist_total, 1), 4),
-            "expertise_match": round(expert_hist / max(hist_total, 1), 4),
-            "decided": decided_in_window,
-            "actual_conversions": actual_conversions,
+            "territory_match": round(window.historical_territory / max(hist_total, 1), 4),
+            "expertise_match": round(window.historical_expertise / max(hist_total, 1), 4),
+            "decided": window.decided,
+            "actual_conversions": window.actual_conversions,
         },
         "lift": round(fieldwise_expected / historical_expected, 4) if historical_expected else None,
         "fairness": {
@@ -798,10 +850,12 @@ def replay(
             ],
         },
         "reps": rows,
-        "fit": fit.describe(),
+        "fit": window.fit.describe(),
     }
     if include_assignments:
-        report["assignments"] = assignments
+        report["assignments"] = {
+            window.crm_ids[j]: order[i].id for j, i in enumerate(routed.chosen) if i >= 0
+        }
     return report
 
 
@@ -812,54 +866,471 @@ REPLAY_LEAD_COLUMNS = (
 """The lead columns :func:`lead_view` reads."""
 
 
-def replay_leads(store: Store, tenant_id: str) -> list[LeadView]:
-    """A tenant's leads with a creation time as routing sees them, oldest first (then by id).
+@dataclass(frozen=True)
+class ReplayLeads:
+    """A tenant's leads with a creation time as routing sees them, as arrays in arrival order.
 
-    Kept (``Store.memo``) until the leads table changes: a dry run replays the same leads under
-    several settings.
+    Arrival order is creation time, then id. Times are microseconds since the epoch. A lead's
+    ``kind`` numbers its combination of segment, region and product: all that
+    :meth:`FitModel.expected` and the territory and expertise matches read of a lead.
     """
 
-    def build() -> list[LeadView]:
-        rows = store.query(tenant_id, "lead", columns=REPLAY_LEAD_COLUMNS)
-        views = [lead_view(row) for row in rows]
-        return sorted((x for x in views if x.created_at is not None), key=_arrival)
+    crm_id: pa.Array
+    created: np.ndarray
+    last_created: datetime
+    converted: np.ndarray
+    converted_at: np.ndarray
+    """Meaningful where ``has_converted_at``."""
+    has_converted_at: np.ndarray
+    decided: np.ndarray
+    owner: np.ndarray
+    """Index into ``owner_ids``; -1 for no owner."""
+    owner_ids: list[str]
+    segment: np.ndarray
+    """Index into ``segment_names``."""
+    segment_names: list[str]
+    kind: np.ndarray
+    """Index into ``kinds``."""
+    kinds: list[LeadView]
+    """One lead of each kind (only its segment, region and product are meaningful)."""
+    kind_region: np.ndarray
+    """Each kind's region, numbered in ``regions``."""
+    regions: list[LeadView]
+    """One lead per distinct region as matching reads it."""
+    kind_product: np.ndarray
+    """Each kind's product, numbered in ``products``."""
+    products: list[LeadView]
+    """One lead per distinct product as matching reads it."""
 
-    leads: list[LeadView] = store.memo(tenant_id, ("replay-leads",), ["leads"], build)
+
+def replay_leads(store: Store, tenant_id: str) -> ReplayLeads:
+    """A tenant's leads with a creation time as routing sees them (:func:`lead_view`), as arrays.
+
+    Read as columns and computed once per distinct value (segments, products, statuses), so a
+    hundred thousand leads take a fraction of a second. Kept (``Store.memo``) until the leads
+    table changes: a dry run replays the same leads under several settings.
+    """
+
+    def build() -> ReplayLeads:
+        table = store.to_arrow(tenant_id, "lead", columns=list(REPLAY_LEAD_COLUMNS))
+        arrival = pc.coalesce(table.column("created_at"), table.column("updated_at"))
+        table = table.append_column("arrival", arrival).filter(pc.is_valid(arrival))
+        table = table.take(
+            pc.sort_indices(table, [("arrival", "ascending"), ("crm_id", "ascending")])
+        )
+        created = _micros_of(table.column("arrival"))
+        converted = table.column("is_converted").fill_null(False).to_numpy(zero_copy_only=False)
+        converted_at = _micros_of(table.column("converted_at"))
+        has_converted_at = pc.is_valid(table.column("converted_at")).to_numpy()
+        status_code, statuses = _distinct(table.column("status"))
+        closed = np.array([status_closed(v) for v in statuses] + [status_closed(None)])
+        decided = converted.astype(bool) | closed[status_code]
+        owner, owner_ids = _distinct(table.column("owner_id"))
+        employee_code, head_counts = _distinct(table.column("employees"))
+        segment_of = [lead_segment(v) for v in head_counts] + [lead_segment(None)]
+        segment_names = list(dict.fromkeys(segment_of))
+        segment = np.array([segment_names.index(s) for s in segment_of])[employee_code]
+        # Regions and products as matching compares them: whether set, and normalised.
+        region_code, region_values = _distinct(table.column("region"))
+        region_key, regions = _matching_keys([*region_values, None])
+        custom_code, custom_values = _distinct(table.column("custom"))
+        interests = [
+            product_interest(json.loads(v) if isinstance(v, str) else v) for v in custom_values
+        ]
+        product_key, products = _matching_keys([*interests, None])
+        combined = (segment * len(regions) + region_key[region_code]) * len(products)
+        combined += product_key[custom_code]
+        distinct, kind = np.unique(combined, return_inverse=True)
+        kind_segment, rest = np.divmod(distinct, len(regions) * len(products))
+        kind_region, kind_product = np.divmod(rest, len(products))
+        kinds = [
+            LeadView("", regions[r].region, segment_names[s], products[p].product, None, None)
+            for s, r, p in zip(
+                kind_segment.tolist(), kind_region.tolist(), kind_product.tolist(), strict=True
+            )
+        ]
+        return ReplayLeads(
+            crm_id=table.column("crm_id").combine_chunks(),
+            created=created,
+            last_created=table.column("arrival")[-1].as_py() if len(created) else _EPOCH,
+            converted=converted.astype(bool),
+            converted_at=converted_at,
+            has_converted_at=has_converted_at,
+            decided=decided,
+            owner=owner,
+            owner_ids=owner_ids,
+            segment=segment,
+            segment_names=segment_names,
+            kind=kind.reshape(-1),
+            kinds=kinds,
+            kind_region=kind_region,
+            regions=regions,
+            kind_product=kind_product,
+            products=products,
+        )
+
+    leads: ReplayLeads = store.memo(tenant_id, ("replay-leads",), ["leads"], build)
     return leads
+
+
+def _micros_of(column: pa.ChunkedArray) -> np.ndarray:
+    """Timestamps as microseconds since the epoch (-1 for none: read validity separately)."""
+    as_int = column.cast(pa.timestamp("us", tz="UTC")).cast(pa.int64()).fill_null(-1)
+    return as_int.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def _distinct(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
+    """Each entry's index in the list of distinct values, and that list; null is index -1."""
+    encoded = pc.dictionary_encode(column.combine_chunks())
+    codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes, encoded.dictionary.to_pylist()
+
+
+def _matching_keys(values: Sequence[str | None]) -> tuple[np.ndarray, list[LeadView]]:
+    """Number values as territory and expertise matching tell them apart (set, normalised).
+
+    Returns each value's number and one lead per number carrying the value as region and product.
+    """
+    keys: dict[tuple[bool, str], int] = {}
+    found: list[LeadView] = []
+    numbers = []
+    for value in values:
+        key = (bool(value), _norm(value) if value else "")
+        if key not in keys:
+            keys[key] = len(found)
+            found.append(LeadView("", value, UNKNOWN_SEGMENT, value, None, None))
+        numbers.append(keys[key])
+    return np.array(numbers, dtype=np.int64), found
+
+
+@dataclass(frozen=True)
+class _Window:
+    """What a replay of one window needs besides the capacity, availability and fairness settings.
+
+    Reps are in id order throughout; lead lists are in arrival order over the window's leads.
+    """
+
+    start: datetime
+    end: datetime
+    fit: FitModel
+    crm_ids: list[str]
+    kind: list[int]
+    expected: list[np.ndarray]
+    """Per kind of lead, the expected conversion with each rep."""
+    ranking: list[list[int]]
+    """Per kind, the reps from the highest expected conversion down (equal ones in id order)."""
+    ranked_values: list[list[float]]
+    """Per kind, the expected conversions in ``ranking`` order."""
+    territory: list[list[bool]]
+    """Per kind, whether each rep covers the region."""
+    expertise: list[list[bool]]
+    """Per kind, whether each rep sells the product."""
+    open_load: list[int]
+    """Leads from before the window each rep still holds at its start."""
+    frees_before: list[int]
+    """Per lead, the lead before which its slot frees again (the lead count: never)."""
+    earlier_free: list[list[int]]
+    """Per lead, the reps whose leads from before the window close just before it."""
+    decided: int
+    actual_conversions: int
+    historical_expected: float
+    historical_assigned: list[int]
+    historical_peak: list[int]
+    historical_total: int
+    historical_territory: int
+    historical_expertise: int
+
+
+def _replay_window(
+    store: Store,
+    tenant_id: str,
+    leads: ReplayLeads,
+    order: Sequence[Rep],
+    days: int,
+    now: datetime | None,
+    open_days: int,
+) -> _Window:
+    """The window's inputs (kept while leads and users are unchanged)."""
+    who = tuple((r.id, r.territory or "", tuple(sorted(r.expertise))) for r in order)
+    key = ("replay-window", days, None if now is None else _micros(now), open_days, who)
+
+    def build() -> _Window:
+        created = leads.created
+        end = now or leads.last_created
+        start = end - timedelta(days=days)
+        start_us, open_us = _micros(start), open_days * _DAY_US
+        first = int(np.searchsorted(created, start_us, side="left"))
+        last = int(np.searchsorted(created, _micros(end), side="right"))
+        if last <= first:
+            raise ValueError(f"no leads were created in the last {days} days")
+        rep_ids = [r.id for r in order]
+        position = {rep_id: i for i, rep_id in enumerate(rep_ids)}
+        # The owner as a rep position (-1: no owner, or not a rep); index -1 reads the appended -1.
+        owner = np.array([position.get(o, -1) for o in leads.owner_ids] + [-1])[leads.owner]
+        covers = np.array([[territory_match(x, r) for r in order] for x in leads.regions])
+        sells = np.array([[expertise_match(x, r) for r in order] for x in leads.products])
+        territory, expertise = covers[leads.kind_region], sells[leads.kind_product]
+        fit = _history_fit(store, tenant_id, leads, owner, territory, expertise, first, start, who)
+        expected = fit.expected_table(
+            [x.segment for x in leads.kinds], territory, expertise, rep_ids
+        )
+        ranking = np.argsort(-expected, axis=1, kind="stable")
+        closes = created + open_us
+        converted = leads.converted & leads.has_converted_at
+        closes[converted] = np.minimum(closes[converted], leads.converted_at[converted])
+        window_created = created[first:last]
+        n = last - first
+        # Leads from before the window still open at its start count against their owners until
+        # they close; such a lead's slot frees before the first window lead created after it closed.
+        recent = np.arange(
+            int(np.searchsorted(created[:first], start_us - open_us, "right")), first
+        )
+        still_open = recent[(owner[recent] >= 0) & (closes[recent] > start_us)]
+        open_load = np.bincount(owner[still_open], minlength=len(order)).tolist()
+        earlier_free: list[list[int]] = [[] for _ in range(n)]
+        for rep, at in zip(
+            owner[still_open].tolist(),
+            np.searchsorted(window_created, closes[still_open], "left").tolist(),
+            strict=True,
+        ):
+            if at < n:
+                earlier_free[at].append(rep)
+        # A window lead's slot frees before the first later lead created at or after it closed.
+        frees_before = np.maximum(
+            np.arange(1, n + 1), np.searchsorted(window_created, closes[first:last], "left")
+        ).tolist()
+        kind = leads.kind[first:last].tolist()
+        window = _Window(
+            start=start,
+            end=end,
+            fit=fit,
+            crm_ids=leads.crm_id[first:last].to_pylist(),
+            kind=kind,
+            expected=list(expected),
+            ranking=ranking.tolist(),
+            ranked_values=np.take_along_axis(expected, ranking, axis=1).tolist(),
+            territory=territory.tolist(),
+            expertise=expertise.tolist(),
+            open_load=open_load,
+            frees_before=frees_before,
+            earlier_free=earlier_free,
+            decided=int(np.count_nonzero(leads.decided[first:last])),
+            actual_conversions=int(np.count_nonzero(leads.converted[first:last])),
+            historical_expected=0.0,
+            historical_assigned=[0] * len(order),
+            historical_peak=list(open_load),
+            historical_total=0,
+            historical_territory=0,
+            historical_expertise=0,
+        )
+        return _replay_history(window, owner[first:last].tolist())
+
+    found: _Window = store.memo(tenant_id, key, ["leads", "users"], build)
+    return found
+
+
+def _replay_history(window: _Window, owners: list[int]) -> _Window:
+    """The window with the historical owners' side filled in: their load, peaks and matches."""
+    load = list(window.open_load)
+    peak = list(window.historical_peak)
+    assigned = [0] * len(load)
+    frees: list[list[int]] = [list(reps) for reps in window.earlier_free] + [[]]
+    expected = 0.0
+    total = territory = expertise = 0
+    for j, (kind, owner) in enumerate(zip(window.kind, owners, strict=True)):
+        for rep in frees[j]:
+            load[rep] = max(0, load[rep] - 1)
+        if owner < 0:
+            continue
+        expected += float(window.expected[kind][owner])
+        assigned[owner] += 1
+        total += 1
+        territory += window.territory[kind][owner]
+        expertise += window.expertise[kind][owner]
+        load[owner] += 1
+        peak[owner] = max(peak[owner], load[owner])
+        frees[window.frees_before[j]].append(owner)
+    return replace(
+        window,
+        historical_expected=expected,
+        historical_assigned=assigned,
+        historical_peak=peak,
+        historical_total=total,
+        historical_territory=territory,
+        historical_expertise=expertise,
+    )
+
+
+@dataclass(frozen=True)
+class _Routed:
+    """Where one pass of routing over a window sent its leads."""
+
+    chosen: list[int]
+    """Per lead, the rep position (-1: unrouted)."""
+    assigned: list[int]
+    expected: list[float]
+    peak: list[int]
+    unrouted: int
+    total_expected: float
+    territory_matches: int
+    expertise_matches: int
+
+
+def _route_window(window: _Window, order: Sequence[Rep], settings: ScoringSettings) -> _Routed:
+    """Route the window's leads in arrival order: :meth:`Router.choose` and :meth:`Router.assign`.
+
+    The same choices as a :class:`Router` makes, by a walk down each lead's precomputed ranking
+    of the reps. A rep's standing is the leads routed to it, or :data:`_NO_ROOM` when it is away
+    or full; the candidates are the reps under one limit: the fair-share floor when some rep with
+    room is owed leads, else the ceiling when some rep with room is under it, else none. The first
+    candidate in the ranking is the best unless others share its expected conversion; then the
+    lightest load for the capacity wins, then the smallest id (rankings keep id order in ties).
+    """
+    capacity = [r.capacity for r in order]
+    available = [r.available for r in order]
+    load = list(window.open_load)
+    assigned = [0] * len(order)
+    """Also the leads routed to each rep, which fairness counts."""
+    room = [available[i] and load[i] < capacity[i] for i in range(len(order))]
+    standing = [0 if has else _NO_ROOM for has in room]
+    n = len(window.kind)
+    # Reps with room by leads routed so far, and the fewest routed among them (n + 1: none; the
+    # count there is a sentinel that stops the search for the next fewest).
+    with_room_at = [0] * (n + 1) + [1]
+    with_room_at[0] = room_count = sum(room)
+    least = 0 if room_count else n + 1
+    pool_size = sum(available)
+    band = settings.fairness_band * FAIRNESS_SAFETY
+    peak = list(window.open_load)
+    expected_sum = [0.0] * len(order)
+    chosen = [-1] * n
+    frees: list[list[int]] = [[] for _ in range(n + 1)]
+    unrouted = territory = expertise = 0
+    total_expected = 0.0
+    rankings, ranked_values = window.ranking, window.ranked_values
+    covers, sells = window.territory, window.expertise
+    floor_of, ceil_of = math.floor, math.ceil
+    leads = zip(window.kind, window.earlier_free, frees[:n], window.frees_before, strict=True)
+    for j, (kind, earlier, later, frees_before) in enumerate(leads):
+        for rep in earlier + later if later else earlier:
+            if load[rep] > 0:
+                load[rep] -= 1
+            if not room[rep] and available[rep] and load[rep] < capacity[rep]:
+                room[rep] = True
+                room_count += 1
+                level = standing[rep] = assigned[rep]
+                with_room_at[level] += 1
+                if level < least:
+                    least = level
+        if not room_count:
+            unrouted += 1
+            continue
+        equal = (j - unrouted + 1) / pool_size
+        ceiling = max(floor_of((1 + band) * equal), ceil_of(equal) + FAIRNESS_SLACK)
+        floor = min((1 - band) * equal, floor_of(equal) - FAIRNESS_SLACK)
+        limit = floor if least < floor else ceiling if least < ceiling else _NO_ROOM
+        ranking, values = rankings[kind], ranked_values[kind]
+        at = 0
+        while standing[ranking[at]] >= limit:
+            at += 1
+        best, value = ranking[at], values[at]
+        if at + 1 < len(values) and values[at + 1] == value:
+            tied = []
+            while at < len(values) and values[at] == value:
+                if standing[ranking[at]] < limit:
+                    tied.append(ranking[at])
+                at += 1
+            if len(tied) > 1:
+                ratio = np.array([load[r] for r in tied]) / np.maximum(
+                    np.array([capacity[r] for r in tied]), 1
+                )
+                best = tied[int(np.flatnonzero(ratio == ratio.min())[0])]
+        level = assigned[best]
+        with_room_at[level] -= 1
+        assigned[best] = level + 1
+        load[best] += 1
+        if load[best] < capacity[best]:
+            standing[best] = level + 1
+            with_room_at[level + 1] += 1
+        else:
+            room[best] = False
+            room_count -= 1
+            standing[best] = _NO_ROOM
+            if not room_count:
+                least = n + 1
+        while not with_room_at[least]:
+            least += 1
+        if load[best] > peak[best]:
+            peak[best] = load[best]
+        chosen[j] = best
+        expected_sum[best] += value
+        total_expected += value
+        territory += covers[kind][best]
+        expertise += sells[kind][best]
+        frees[frees_before].append(best)
+    return _Routed(
+        chosen, assigned, expected_sum, peak, unrouted, total_expected, territory, expertise
+    )
 
 
 def _history_fit(
     store: Store,
     tenant_id: str,
-    history: Sequence[LeadView],
+    leads: ReplayLeads,
+    owner: np.ndarray,
+    territory: np.ndarray,
+    expertise: np.ndarray,
+    first: int,
     start: datetime,
-    reps: Mapping[str, Rep],
+    who: tuple[Any, ...],
 ) -> FitModel:
-    """The fit model learned from leads decided before ``start`` (kept while leads and reps are)."""
-    # Capacity and availability do not change what the fit learns; who the reps are does.
-    who = tuple(
-        sorted((r.id, r.territory or "", tuple(sorted(r.expertise))) for r in reps.values())
-    )
+    """The fit model learned from leads decided before ``start``.
+
+    ``owner`` is each lead's owner as a rep position (-1: none), ``territory`` and ``expertise``
+    the (kinds x reps) matches, ``first`` the first lead created at or after ``start``.
+
+    The model is kept by a digest of exactly what it learns from, not by the leads table's
+    version: most lead changes (a rep working open leads) leave the decided history as it was,
+    and then the model is not learned again.
+    """
+    history = np.zeros(len(leads.created), dtype=bool)
+    history[:first] = True
+    known = ~leads.has_converted_at | (leads.converted_at < _micros(start))
+    rows = np.flatnonzero(history & leads.decided & known & (owner >= 0))
+    kinds, owners = leads.kind[rows], owner[rows]
+    inputs = {
+        "owner": owners.astype(np.int64),
+        "segment": leads.segment[rows].astype(np.int64),
+        "territory": territory[kinds, owners].astype(bool),
+        "expertise": expertise[kinds, owners].astype(bool),
+        "converted": leads.converted[rows].astype(bool),
+    }
+    digest = hashlib.sha256("\x1f".join(leads.segment_names).encode())
+    for values in inputs.values():
+        digest.update(len(values).to_bytes(8, "little"))
+        digest.update(np.ascontiguousarray(values).tobytes())
 
     def build() -> FitModel:
-        trained = [
-            x for x in history if x.decided and (x.converted_at is None or x.converted_at < start)
-        ]
-        return FitModel.fit(trained, reps)
+        return FitModel.fit_arrays(
+            owner_ids=[rep_id for rep_id, _, _ in who],
+            segment_names=leads.segment_names,
+            **inputs,
+        )
 
-    fit: FitModel = store.memo(
-        tenant_id, ("replay-fit", start.isoformat(), who), ["leads", "users"], build
-    )
+    # Capacity and availability do not change what the fit learns; who the reps are does.
+    key = ("replay-fit", start.isoformat(), who, digest.hexdigest())
+    fit: FitModel = store.memo(tenant_id, key, [], build)
     return fit
 
 
-def _created(lead: LeadView) -> datetime:
-    assert lead.created_at is not None
-    return lead.created_at
+_NO_ROOM = 1 << 62
+"""A rep's routing standing when it cannot take a lead (above any fair-share limit)."""
+_DAY_US = 24 * 3600 * 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _arrival(lead: LeadView) -> tuple[datetime, str]:
-    return (_created(lead), lead.crm_id)
+def _micros(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,8 +16,12 @@ Nothing is saved here; :func:`scoring.settings.save_settings` does that after th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import copy
+import functools
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,6 +32,8 @@ import pyarrow.compute as pc
 from core.store import SCORE_LEDGER_SCHEMA, Store
 from scoring.matching import replay
 from scoring.settings import ScoringSettings, parse_settings
+
+log = logging.getLogger(__name__)
 
 MAX_DAYS = 365
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -65,6 +71,8 @@ class LedgerScores:
     record: np.ndarray
     old_score: np.ndarray
     new_score: np.ndarray
+    derived: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
+    """Results computed from these arrays (per window, per grade settings), dropped with them."""
 
 
 def ledger_scores(store: Store, tenant_id: str, kind: str, since: datetime) -> LedgerScores:
@@ -98,9 +106,106 @@ def _read_ledger(store: Store, tenant_id: str, kind: str, since: datetime) -> Le
 
 def _rank_of(scores: np.ndarray, bands: Sequence[tuple[str, float]]) -> np.ndarray:
     """:func:`scoring.grades.grade_for` as band positions (0 best) for many scores at once."""
-    lows = np.array([low for _, low in bands], dtype=float)
-    below = (scores[:, None] < lows[None, :]).sum(axis=1)
-    return np.minimum(below, len(bands) - 1)
+    lows = np.sort(np.array([low for _, low in bands], dtype=float))
+    # The position is the number of bands whose lowest score is above the score.
+    above = len(lows) - np.searchsorted(lows, scores, side="right")
+    return np.minimum(above, len(bands) - 1)
+
+
+_DERIVED_ENTRIES = 16
+"""Results kept per ledger (windows and grade settings tried); the oldest goes first."""
+_derived_lock = threading.Lock()
+
+
+def _kept(ledger: LedgerScores, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """``build()``, kept with ``ledger`` under ``key``.
+
+    Every proposal replays the same window under the current settings again, and the admin tries
+    the same few thresholds back and forth.
+    """
+    with _derived_lock:
+        found = ledger.derived.get(key)
+    if found is None:
+        found = build()
+        with _derived_lock:
+            while len(ledger.derived) >= _DERIVED_ENTRIES:
+                ledger.derived.pop(next(iter(ledger.derived)))
+            ledger.derived[key] = found
+    return found
+
+
+@dataclass(frozen=True)
+class _Sequences:
+    """Each record's replayed scores in a window, one sequence after another."""
+
+    scores: np.ndarray
+    start: np.ndarray
+    """Where each record's sequence starts in ``scores``."""
+    length: np.ndarray
+    last: np.ndarray
+    """Each record's last score."""
+    records: int
+    entries: int
+
+
+def _sequences(ledger: LedgerScores, low: int) -> _Sequences:
+    """The sequences of the ledger's entries from position ``low`` on."""
+    record = ledger.record[low:]
+    old = ledger.old_score[low:]
+    new = ledger.new_score[low:]
+    entries = len(record)
+    # Group each record's entries together, keeping their time order.
+    order = np.argsort(record, kind="stable")
+    record, old, new = record[order], old[order], new[order]
+    first = np.ones(entries, dtype=bool)
+    first[1:] = record[1:] != record[:-1]
+    starts = np.flatnonzero(first)
+    records = len(starts)
+    # A record's replayed sequence: the score before its first change in the window (when the
+    # ledger has it), then each new score.
+    has_start = old[starts] >= 0
+    length = np.diff(np.append(starts, entries)) + has_start
+    sequence_start = np.concatenate(([0], np.cumsum(length)[:-1])).astype(np.int64)
+    scores = np.empty(int(length.sum()), dtype=np.int64)
+    scores[sequence_start[has_start]] = old[starts][has_start]
+    owner = np.repeat(np.arange(records), np.diff(np.append(starts, entries)))
+    position = np.arange(entries) - starts[owner] + has_start[owner]
+    scores[sequence_start[owner] + position] = new
+    last = scores[sequence_start + length - 1] if records else scores[:0]
+    return _Sequences(scores, sequence_start, length, last, records, entries)
+
+
+def _grade_summary(window: _Sequences, one: ScoringSettings) -> dict[str, Any]:
+    """One settings object's replay of ``window`` (see :func:`replay_grades`)."""
+    records, sequence_start, length = window.records, window.start, window.length
+    plain = _rank_of(window.scores.astype(float), one.grades)
+    sticky = _rank_of(window.scores + float(one.hysteresis_margin), one.grades)
+    grade = plain[sequence_start] if records else plain[:0]
+    crossings = 0
+    alive = np.arange(records)
+    for step in range(1, int(length.max()) if records else 0):
+        alive = alive[length[alive] > step]
+        at = sequence_start[alive] + step
+        held = grade[alive]
+        moved = np.where(plain[at] <= held, plain[at], np.maximum(held, sticky[at]))
+        crossings += int(np.count_nonzero(moved != held))
+        grade[alive] = moved
+    counts = np.bincount(grade, minlength=len(one.grades))
+    points = np.bincount(grade, weights=window.last, minlength=len(one.grades))
+    return {
+        "records": records,
+        "entries": window.entries,
+        "crossings": crossings,
+        "grades": [
+            {
+                "grade": label,
+                "min_score": low_score,
+                "count": int(counts[i]),
+                "expected_conversions": round(float(points[i]) / 100.0, 1),
+            }
+            for i, (label, low_score) in enumerate(one.grades)
+        ],
+    }
 
 
 def replay_grades(
@@ -126,60 +231,13 @@ def replay_grades(
     since = (now or datetime.now(UTC)) - timedelta(days=days)
     ledger = ledger_scores(store, tenant_id, kind, since)
     low = int(np.searchsorted(ledger.scored_at, _micros(since), side="left"))
-    record = ledger.record[low:]
-    old = ledger.old_score[low:]
-    new = ledger.new_score[low:]
-    entries = len(record)
-    # Group each record's entries together, keeping their time order.
-    order = np.argsort(record, kind="stable")
-    record, old, new = record[order], old[order], new[order]
-    first = np.ones(entries, dtype=bool)
-    first[1:] = record[1:] != record[:-1]
-    starts = np.flatnonzero(first)
-    records = len(starts)
-    # A record's replayed sequence: the score before its first change in the window (when the
-    # ledger has it), then each new score.
-    has_start = old[starts] >= 0
-    length = np.diff(np.append(starts, entries)) + has_start
-    sequence_start = np.concatenate(([0], np.cumsum(length)[:-1])).astype(np.int64)
-    scores = np.empty(int(length.sum()), dtype=np.int64)
-    scores[sequence_start[has_start]] = old[starts][has_start]
-    owner = np.repeat(np.arange(records), np.diff(np.append(starts, entries)))
-    position = np.arange(entries) - starts[owner] + has_start[owner]
-    scores[sequence_start[owner] + position] = new
-    last = scores[sequence_start + length - 1] if records else scores[:0]
+    window: _Sequences = _kept(ledger, ("window", low), lambda: _sequences(ledger, low))
     summaries = []
     for one in settings:
-        plain = _rank_of(scores.astype(float), one.grades)
-        sticky = _rank_of(scores + float(one.hysteresis_margin), one.grades)
-        grade = plain[sequence_start] if records else plain[:0]
-        crossings = 0
-        alive = np.arange(records)
-        for step in range(1, int(length.max()) if records else 0):
-            alive = alive[length[alive] > step]
-            at = sequence_start[alive] + step
-            held = grade[alive]
-            moved = np.where(plain[at] <= held, plain[at], np.maximum(held, sticky[at]))
-            crossings += int(np.count_nonzero(moved != held))
-            grade[alive] = moved
-        counts = np.bincount(grade, minlength=len(one.grades))
-        points = np.bincount(grade, weights=last, minlength=len(one.grades))
-        summaries.append(
-            {
-                "records": records,
-                "entries": entries,
-                "crossings": crossings,
-                "grades": [
-                    {
-                        "grade": label,
-                        "min_score": low_score,
-                        "count": int(counts[i]),
-                        "expected_conversions": round(float(points[i]) / 100.0, 1),
-                    }
-                    for i, (label, low_score) in enumerate(one.grades)
-                ],
-            }
-        )
+        key = ("grades", low, one.grades, one.hysteresis_margin)
+        summary = _kept(ledger, key, functools.partial(_grade_summary, window, one))
+        # A copy: the kept summary must not change with what a caller does to its answer.
+        summaries.append(copy.deepcopy(summary))
     return summaries
 
 
@@ -212,7 +270,9 @@ def dry_run(
 
     Returns:
         ``{"days", "kind", "settings": {"before", "after"}, "grades": {"before", "after"},
-        "routing": {"before", "after", "reps"} | {"error": ...} | None}``.
+        "routing": {"before", "after", "reps"} | {"error": ...} | None, "refreshing"}``;
+        ``refreshing`` is true when figures kept from before the latest changes were used while
+        new ones are built (a second later the preview reflects every change).
 
     Raises:
         ScoringSettingsError: the proposed settings are invalid.
@@ -220,6 +280,62 @@ def dry_run(
     """
     if not 1 <= days <= MAX_DAYS:
         raise ValueError(f"days must be between 1 and {MAX_DAYS}, not {days}")
+    # The page answers from the kept window, ledger and routing while changes made since are
+    # folded in behind it, and says so; a preview must not stall for seconds after every sync.
+    with store.stale_ok() as served_stale:
+        result = _dry_run(store, tenant_id, current, changes, days, kind, now, routing)
+    if served_stale:
+        _refresh_behind(store, tenant_id, current, days, kind, now, routing)
+    result["refreshing"] = bool(served_stale)
+    return result
+
+
+_refreshing: set[tuple[int, str, int, str]] = set()
+_refreshing_lock = threading.Lock()
+
+
+def _refresh_behind(
+    store: Store,
+    tenant_id: str,
+    current: ScoringSettings,
+    days: int,
+    kind: str,
+    now: datetime | None,
+    routing: bool,
+) -> None:
+    """Rebuild, on a thread of its own, what a dry run answered from out-of-date figures.
+
+    One refresh per store, tenant, window and kind at a time; the next preview after it finishes
+    reflects every change.
+    """
+    key = (id(store), tenant_id, days, kind)
+    with _refreshing_lock:
+        if key in _refreshing:
+            return
+        _refreshing.add(key)
+
+    def refresh() -> None:
+        try:
+            _dry_run(store, tenant_id, current, {}, days, kind, now, routing)
+        except Exception:  # the out-of-date figures stay; the next preview tries again
+            log.exception("refreshing the dry run of %s failed", tenant_id)
+        finally:
+            with _refreshing_lock:
+                _refreshing.discard(key)
+
+    threading.Thread(target=refresh, name="fieldwise-dry-run-refresh", daemon=True).start()
+
+
+def _dry_run(
+    store: Store,
+    tenant_id: str,
+    current: ScoringSettings,
+    changes: Mapping[str, Any],
+    days: int,
+    kind: str,
+    now: datetime | None,
+    routing: bool,
+) -> dict[str, Any]:
     proposed = proposed_settings(current, changes)
     before, after = replay_grades(
         store, tenant_id, [current, proposed], days=days, kind=kind, now=now

@@ -1,16 +1,30 @@
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from scoring_service_fixtures import HashEmbedder
 
 from core.store import Store
 from sandbox.canonical import load_history_into_store
 from sandbox.history import generate
-from scoring.matching import FitModel, LeadView, Rep, match_leads, replay
+from scoring.matching import (
+    FitModel,
+    LeadView,
+    Rep,
+    Router,
+    expertise_match,
+    lead_view,
+    match_leads,
+    replay,
+    reps_from_store,
+    territory_match,
+)
 from scoring.settings import ScoringSettings
 
 TENANT = "salesforce-00DHIST"
@@ -182,3 +196,128 @@ def test_the_match_replay_command_reports_load_fairness_and_conversion(tmp_path,
     as_json = CliRunner().invoke(main, ["match", "--replay", "120", "--json"], env=env)
     report = json.loads(as_json.output)
     assert report["tenant_id"] == TENANT and report["capacity"]["within"]
+
+
+def _reference_replay(store, tenant_id, days, settings):
+    """The replay as first written: lead views, one ``Router.choose`` per lead, a heap of closings.
+
+    Returns the figures the array-based replay must reproduce exactly.
+    """
+    reps = reps_from_store(store, tenant_id, settings)
+    views = (lead_view(row) for row in store.query(tenant_id, "lead"))
+    leads = sorted((x for x in views if x.created_at), key=lambda x: (x.created_at, x.crm_id))
+    end = leads[-1].created_at
+    start, open_for = end - timedelta(days=days), timedelta(days=settings.lead_open_days)
+
+    def closes(lead):
+        done = lead.created_at + open_for
+        return min(done, lead.converted_at) if lead.converted and lead.converted_at else done
+
+    history = [x for x in leads if x.created_at < start]
+    window = [x for x in leads if start <= x.created_at <= end]
+    known = [x for x in history if x.converted_at is None or x.converted_at < start]
+    fit = FitModel.fit(known, reps)
+    hist_load, closing, pushed = {}, [], itertools.count()
+    for lead in history:
+        if lead.created_at > start - open_for and lead.owner_id in reps and closes(lead) > start:
+            hist_load[lead.owner_id] = hist_load.get(lead.owner_id, 0) + 1
+            closing.append((closes(lead), next(pushed), "both", lead.owner_id))
+    heapq.heapify(closing)
+    router = Router(fit, reps, settings, dict(hist_load))
+    peak, hist_peak = dict(hist_load), dict(hist_load)
+    figures = {"assignments": {}, "unrouted": 0, "fieldwise": 0.0, "historical": 0.0,
+               "matches": [0, 0, 0, 0], "reps": {r: [0, 0.0, 0] for r in reps}}  # fmt: skip
+    for lead in window:
+        while closing and closing[0][0] <= lead.created_at:
+            _, _, who, owner = heapq.heappop(closing)
+            if who in ("both", "fieldwise"):
+                router.release(owner)
+            if who in ("both", "historical"):
+                hist_load[owner] = max(0, hist_load.get(owner, 0) - 1)
+        owner = reps.get(lead.owner_id or "")
+        if owner is not None:
+            figures["historical"] += router.expected_with(lead, owner.id)
+            figures["reps"][owner.id][2] += 1
+            figures["matches"][2] += territory_match(lead, owner)
+            figures["matches"][3] += expertise_match(lead, owner)
+            hist_load[owner.id] = hist_load.get(owner.id, 0) + 1
+            hist_peak[owner.id] = max(hist_peak.get(owner.id, 0), hist_load[owner.id])
+            heapq.heappush(closing, (closes(lead), next(pushed), "historical", owner.id))
+        choice = router.choose(lead, explain=False)
+        if choice is None:
+            figures["unrouted"] += 1
+            continue
+        router.assign(choice)
+        figures["assignments"][lead.crm_id] = choice.rep.id
+        figures["fieldwise"] += choice.expected
+        figures["reps"][choice.rep.id][0] += 1
+        figures["reps"][choice.rep.id][1] += choice.expected
+        figures["matches"][0] += territory_match(lead, choice.rep)
+        figures["matches"][1] += expertise_match(lead, choice.rep)
+        peak[choice.rep.id] = max(peak.get(choice.rep.id, 0), router.open_load[choice.rep.id])
+        heapq.heappush(closing, (closes(lead), next(pushed), "fieldwise", choice.rep.id))
+    figures["peak"] = {r: peak.get(r, 0) for r in reps}
+    figures["historical_peak"] = {r: hist_peak.get(r, 0) for r in reps}
+    return figures
+
+
+@pytest.fixture(scope="module")
+def tied_store(tmp_path_factory):
+    """A history plus reps with no record of their own: they tie with each other on every lead."""
+    store = Store(str(tmp_path_factory.mktemp("tied") / "db"), embedder=HashEmbedder())
+    load_history_into_store(store, generate(seed=5, n_leads=1500), TENANT)
+    users = store.query(TENANT, "user")
+    newcomers = [
+        {**users[i % len(users)], "crm_id": f"rep-new-{i}", "first_name": f"New{i}",
+         "custom": {"Capacity__c": 2 + i % 3}}
+        for i in range(6)
+    ]  # fmt: skip
+    store.upsert(TENANT, "user", newcomers)
+    return store
+
+
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_the_array_replay_makes_the_same_choices_as_routing_lead_by_lead(tied_store, seed):
+    rng = np.random.default_rng(seed)
+    rep_ids = sorted(r["crm_id"] for r in tied_store.query(TENANT, "user"))
+    # Tight capacities (some zero) on most reps: about half the cases leave leads unrouted.
+    tight = {r: int(rng.integers(0, 6)) for r in rep_ids if rng.random() < 0.9}
+    settings = ScoringSettings(
+        capacity_default=int(rng.integers(1, 8)),
+        capacity_per_rep=tight,
+        fairness_band=float(rng.choice([0.0, 0.1, 0.25, 0.6])),
+        unavailable_reps=tuple(r for r in rep_ids if rng.random() < 0.2),
+        lead_open_days=int(rng.integers(5, 60)),
+    )
+    days = int(rng.integers(20, 200))
+    expected = _reference_replay(tied_store, TENANT, days, settings)
+    report = replay(tied_store, TENANT, days, settings, include_assignments=True)
+    assert report["assignments"] == expected["assignments"]
+    assert report["unrouted"] == expected["unrouted"]
+    assert report["fieldwise"]["expected_conversions"] == round(expected["fieldwise"], 2)
+    assert report["historical"]["expected_conversions"] == round(expected["historical"], 2)
+    routed, owned = (
+        report["leads"] - report["unrouted"],
+        sum(v[2] for v in expected["reps"].values()),
+    )
+    assert report["fieldwise"]["territory_match"] == round(
+        expected["matches"][0] / max(routed, 1), 4
+    )
+    assert report["fieldwise"]["expertise_match"] == round(
+        expected["matches"][1] / max(routed, 1), 4
+    )
+    assert report["historical"]["territory_match"] == round(
+        expected["matches"][2] / max(owned, 1), 4
+    )
+    assert report["historical"]["expertise_match"] == round(
+        expected["matches"][3] / max(owned, 1), 4
+    )
+    for row in report["reps"]:
+        assigned, conversions, historical = expected["reps"][row["rep"]]
+        assert (row["assigned"], row["expected_conversions"]) == (assigned, round(conversions, 2))
+        assert row["historical_assigned"] == historical
+        assert row["peak_open"] == expected["peak"][row["rep"]]
+        assert row["historical_peak_open"] == expected["historical_peak"][row["rep"]]
+    # Reps without a record of their own tie on every lead; some of them were chosen.
+    newcomers = [r for r in report["reps"] if r["rep"].startswith("rep-new-") and r["available"]]
+    assert sum(r["assigned"] for r in newcomers) > 0

@@ -198,3 +198,23 @@ def test_feature_tables_put_replace_read_and_delete_within_one_tenant(tmp_path):
     with pytest.raises(ValueError, match="not a column"):
         store.read_rows("t1", "cards", _FEATURE_SCHEMA, {"nope": 1})
     assert store.erase_record_history("t1", ["b"]) == 1
+
+
+def test_memo_rebuilds_after_a_write_and_answers_stale_only_when_allowed(store):
+    store.upsert("acme", "lead", [lead("acme", 1)])
+    builds = []
+
+    def count_leads():
+        builds.append(1)
+        return store.count("acme", "lead")
+
+    assert store.memo("acme", ("n",), ["leads"], count_leads) == 1
+    assert store.memo("acme", ("n",), ["leads"], count_leads) == 1 and len(builds) == 1
+    store.upsert("acme", "lead", [lead("acme", 2)])
+    with store.stale_ok() as served:
+        assert store.memo("acme", ("n",), ["leads"], count_leads) == 1, "kept value answered"
+        # Built after a stale answer, so perhaps from it: kept as out of date too.
+        assert store.memo("acme", ("other",), [], lambda: "derived") == "derived"
+    assert served == [("acme", "n")] and len(builds) == 1
+    assert store.memo("acme", ("n",), ["leads"], count_leads) == 2 and len(builds) == 2
+    assert store.memo("acme", ("other",), [], lambda: "rebuilt") == "rebuilt"

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from scoring_service_fixtures import HashEmbedder
 
+from core.config import Config
+from core.crypto import TokenCipher
 from core.store import Store
+from core.tenants import Tenant, TenantRegistry
+from sandbox.canonical import load_history_into_store
+from sandbox.history import generate
 from scoring.grades import grade_for, hysteresis_grade
-from scoring.settings import ScoringSettings
+from scoring.settings import ScoringSettings, load_settings
 from scoring.tuning import dry_run, replay_grades
 
 TENANT = "salesforce-00DTUNE"
@@ -122,3 +129,44 @@ def test_dry_run_sets_current_and_proposed_grades_side_by_side(ledger):
     proposed = ScoringSettings(grades=(("Hot", 60.0), ("Warm", 30.0), ("Cold", 0.0)))
     assert result["grades"]["after"] == _direct(rows, proposed, since)
     assert result["routing"] is None
+
+
+def test_preview_after_a_change_answers_from_kept_figures_and_refreshes_behind(
+    tmp_path, monkeypatch
+):
+    tenant = "salesforce-00DWARM"
+    store = Store(str(tmp_path / "db"), embedder=HashEmbedder())
+    load_history_into_store(store, generate(seed=7, n_leads=600), tenant)
+    registry = TenantRegistry(store, TokenCipher.from_config(Config.for_demo()))
+    registry.save(Tenant(tenant, "salesforce", "00DWARM", None, status="active"))
+    current = load_settings(registry, tenant)
+    proposal = {"capacity_default": 5, "fairness_band": 0.1}
+    first = dry_run(store, tenant, current, proposal, days=60)
+    assert "before" in first["routing"] and not first["refreshing"]
+    # A sync brings a new lead: the next preview must not wait while the replay is rebuilt.
+    newest = max(store.query(tenant, "lead"), key=lambda r: r["created_at"])
+    later = newest["created_at"] + timedelta(hours=1)
+    store.upsert(tenant, "lead", [{**newest, "crm_id": "00QNEWLEAD", "created_at": later}])
+    requester = threading.current_thread()
+
+    def reads_only_behind(original):
+        def read(*args, **kwargs):
+            if threading.current_thread() is requester:
+                raise AssertionError("the preview read rows instead of answering from kept figures")
+            return original(*args, **kwargs)
+
+        return read
+
+    for name in ("query", "to_arrow", "read_arrow"):
+        monkeypatch.setattr(store, name, reads_only_behind(getattr(store, name)))
+    stale = dry_run(store, tenant, current, proposal, days=60)
+    monkeypatch.undo()
+    assert stale["refreshing"]
+    assert stale["routing"] == first["routing"]
+    deadline = time.monotonic() + 60
+    while (fresh := dry_run(store, tenant, current, proposal, days=60))["refreshing"]:
+        assert time.monotonic() < deadline, "the kept figures were never refreshed"
+        time.sleep(0.1)
+    cold = dry_run(Store(store.uri, embedder=HashEmbedder()), tenant, current, proposal, days=60)
+    assert fresh == cold
+    assert fresh["routing"]["before"]["leads"] > 0
