@@ -51,7 +51,7 @@ def configure(config: Config) -> Services:
         store=store,
         queue=job_queue.configure(config),
         cipher=cipher,
-        registry=TenantRegistry(store, cipher),
+        registry=TenantRegistry(store, cipher, redis_url=config.redis_url),
         counter=counter_for(config.redis_url),
         events=EventLedger(config.redis_url),
     )

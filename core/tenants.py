@@ -4,16 +4,29 @@ A tenant row holds what Fieldwise needs to call the CRM on the tenant's behalf: 
 granted scopes, OAuth tokens sealed with ``FIELDWISE_ENCRYPTION_KEY``, and a status. ``active``
 tenants sync; ``needs_reauth`` tenants (refresh token revoked or refused) pause syncing until an
 admin installs again, and their queued work waits rather than being dropped.
+
+Webhook handlers look tenants up on every delivery, and a registry read costs milliseconds, so each
+process keeps recent lookups in a :class:`TenantCache`. Every save announces itself: it bumps a
+per-tenant counter in this process and, when the registry has Redis, sets the tenant's registry
+generation key to a fresh random token. A cached lookup is used only while this process saw no save
+of that tenant, it is younger than :data:`TENANT_CACHE_TTL_S`, and (checked by the webhook's own
+Redis round trip, see ``core.coalesce``) the token it was loaded under is still the current one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
+import threading
+import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, NamedTuple, Protocol, TypeVar
+
+import redis
 
 from core.crypto import TokenCipher
 from core.schemas import CRMS
@@ -23,6 +36,14 @@ TenantStatus = Literal["installing", "active", "needs_reauth", "uninstalled"]
 STATUSES: tuple[TenantStatus, ...] = ("installing", "active", "needs_reauth", "uninstalled")
 RELAY_SECRET_KEY = "relay_secret_enc"
 WIDGET_SECRET_KEY = "widget_secret_enc"
+TENANT_CACHE_TTL_S = 5.0
+"""Longest a process trusts a cached lookup without seeing a change: the bound on staleness when a
+save could not be announced in Redis (Redis down, or a registry built without it)."""
+TENANT_CACHE_ENTRIES = 10_000
+"""Lookups a process keeps; the oldest goes first."""
+_GENERATION_PREFIX = "fieldwise:registry-generation:"
+
+log = logging.getLogger(__name__)
 
 
 class UnknownTenantError(LookupError):
@@ -73,12 +94,46 @@ def tenant_id_for(crm: str, external_id: str) -> str:
     return f"{crm}-{external_id}"
 
 
+def generation_key(crm: str, external_id: str) -> str:
+    """The Redis key holding an org's or portal's registry generation token.
+
+    Keyed by CRM and external id, not tenant id, because webhooks look tenants up by those and a
+    portal nobody installed yet has a key too (an install sets it, so a cached "unknown" expires).
+    """
+    return f"{_GENERATION_PREFIX}{crm}:{external_id}"
+
+
+# Saves seen by this process, per (crm, external id): a cached lookup older than the last one is
+# stale even when Redis could not be told.
+_local_saves: dict[tuple[str, str], int] = {}
+_local_saves_lock = threading.Lock()
+
+
+def _saves_here(crm: str, external_id: str) -> int:
+    return _local_saves.get((crm, external_id), 0)
+
+
 class TenantRegistry:
     """Reads and writes tenants, sealing and opening their tokens."""
 
-    def __init__(self, store: Store, cipher: TokenCipher) -> None:
+    def __init__(self, store: Store, cipher: TokenCipher, redis_url: str | None = None) -> None:
+        """Open the registry.
+
+        Args:
+            store: where tenant rows live.
+            cipher: seals and opens tokens and secrets.
+            redis_url: where saves are announced to other processes' caches; without it only
+                this process notices at once, others within :data:`TENANT_CACHE_TTL_S`.
+        """
         self._store = store
         self._cipher = cipher
+        self._redis = (
+            redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+            if redis_url
+            else None
+        )
+        self.cache = TenantCache(self)
+        """Recent lookups by org or portal id, for the webhook handlers."""
 
     def save(self, tenant: Tenant, tokens: Tokens | None = None) -> Tenant:
         """Create or replace a tenant; tokens are kept when ``tokens`` is None."""
@@ -108,7 +163,30 @@ class TenantRegistry:
             for name in ("access_token_enc", "refresh_token_enc", "token_expires_at"):
                 row[name] = previous[name]
         self._store.put_tenant(row)
+        # Announce after the write: a reader that loads after reading the announced token sees
+        # this row, and one that read the token before sees the token change.
+        self._announce(saved.crm, saved.external_id)
+        if previous is not None and (previous["crm"], previous["external_id"]) != (
+            saved.crm,
+            saved.external_id,
+        ):
+            self._announce(previous["crm"], previous["external_id"])
         return saved
+
+    def _announce(self, crm: str, external_id: str) -> None:
+        with _local_saves_lock:
+            _local_saves[(crm, external_id)] = _saves_here(crm, external_id) + 1
+        if self._redis is None:
+            return
+        try:
+            self._redis.set(generation_key(crm, external_id), uuid.uuid4().hex)
+        except redis.RedisError as exc:
+            # The row is saved; only other processes' caches learn of it late, by their TTL.
+            log.warning(
+                "tenant %s:%s saved, but Redis could not be told (%s); other processes see the "
+                "change within %.0f s",
+                crm, external_id, exc, TENANT_CACHE_TTL_S,
+            )  # fmt: skip
 
     def get(self, tenant_id: str) -> Tenant:
         """A tenant by id.
@@ -163,6 +241,15 @@ class TenantRegistry:
         """
         return self._sealed_secret(tenant_id, RELAY_SECRET_KEY, create)
 
+    def relay_secret_of(self, tenant: Tenant) -> str | None:
+        """The relay secret sealed in ``tenant``'s settings as read, without reading the store.
+
+        For a tenant just looked up (the webhook handler's cached lookup), so verifying a relayed
+        delivery costs no second registry read.
+        """
+        sealed = tenant.settings.get(RELAY_SECRET_KEY)
+        return self._cipher.decrypt(sealed) if sealed else None
+
     def widget_secret(self, tenant_id: str, *, create: bool = False) -> str | None:
         """The secret a Salesforce org's Named Credential signs widget calls with.
 
@@ -192,6 +279,75 @@ class TenantRegistry:
             ),
             "token_expires_at": tokens.expires_at,
         }
+
+
+class CachedTenant(NamedTuple):
+    """A cached lookup: the tenant (None: nothing installed) and the token it was loaded under."""
+
+    tenant: Tenant | None
+    token: str
+
+
+class _Entry(NamedTuple):
+    found: CachedTenant
+    saves_here: int
+    loaded_at: float
+
+
+class TenantCache:
+    """One process's recent tenant lookups by org or portal id (see the module docstring).
+
+    The cache only answers what it may trust locally (TTL, saves in this process); the caller
+    confirms the token against Redis in the same round trip as the rest of its work, and calls
+    :meth:`forget` when it moved.
+    """
+
+    def __init__(
+        self,
+        registry: TenantRegistry,
+        ttl_s: float = TENANT_CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self.ttl_s = ttl_s
+        """Seconds a lookup is trusted without a sign of change."""
+        self._clock = clock
+        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, crm: str, external_id: str) -> CachedTenant | None:
+        """The cached lookup, or None when there is none this process may still trust."""
+        entry = self._entries.get((crm, external_id))
+        if (
+            entry is None
+            or self._clock() - entry.loaded_at > self.ttl_s
+            or entry.saves_here != _saves_here(crm, external_id)
+        ):
+            return None
+        return entry.found
+
+    def load(self, crm: str, external_id: str, token: str) -> CachedTenant:
+        """Read the registry and keep the result under ``token``.
+
+        Args:
+            crm: ``salesforce`` or ``hubspot``.
+            external_id: the org or portal id.
+            token: the tenant's registry generation token, read *before* this call, so a save
+                racing with the read leaves a token that no longer matches.
+        """
+        saves_here, loaded_at = _saves_here(crm, external_id), self._clock()
+        found = CachedTenant(self._registry.find(crm, external_id), token)
+        with self._lock:
+            self._entries.pop((crm, external_id), None)
+            while len(self._entries) >= TENANT_CACHE_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[(crm, external_id)] = _Entry(found, saves_here, loaded_at)
+        return found
+
+    def forget(self, crm: str, external_id: str) -> None:
+        """Drop a lookup whose token moved."""
+        with self._lock:
+            self._entries.pop((crm, external_id), None)
 
 
 class SettingsError(ValueError):

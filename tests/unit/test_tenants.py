@@ -6,7 +6,16 @@ import pytest
 
 from core.crypto import TokenCipher, generate_key
 from core.store import Store
-from core.tenants import Tenant, TenantRegistry, Tokens, UnknownTenantError, tenant_id_for
+from core.tenants import (
+    TENANT_CACHE_TTL_S,
+    Tenant,
+    TenantCache,
+    TenantRegistry,
+    Tokens,
+    UnknownTenantError,
+    generation_key,
+    tenant_id_for,
+)
 
 
 @pytest.fixture
@@ -107,3 +116,91 @@ def test_relay_secret_is_created_once_sealed_and_then_reused(registry, store):
     assert registry.relay_secret(tenant_id) == secret
     assert registry.relay_secret(tenant_id, create=True) == secret
     assert secret not in str(store.get_tenant(tenant_id))
+    assert registry.relay_secret_of(registry.get(tenant_id)) == secret
+
+
+# --------------------------------------------------------------------------------------------------
+# The per-process lookup cache and the change announcements that keep it honest
+
+
+SF_ORG = "00D000000000001AAA"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_cached_lookup_is_kept_with_the_token_it_was_loaded_under(registry):
+    registry.save(salesforce_tenant(), Tokens("a", "r"))
+    cache = TenantCache(registry)
+    assert cache.get("salesforce", SF_ORG) is None
+    loaded = cache.load("salesforce", SF_ORG, "token-1")
+    assert loaded.tenant.status == "active" and loaded.token == "token-1"
+    assert cache.get("salesforce", SF_ORG) == loaded
+    cache.forget("salesforce", SF_ORG)
+    assert cache.get("salesforce", SF_ORG) is None
+
+
+def test_any_save_in_this_process_invalidates_the_cached_lookup_at_once(registry, store):
+    registry.save(salesforce_tenant(), Tokens("a", "r"))
+    cache = TenantCache(registry, ttl_s=3600)
+    cache.load("salesforce", SF_ORG, "")
+    other = TenantRegistry(store, TokenCipher(generate_key()))  # another registry, same process
+    other.save(salesforce_tenant(status="uninstalled"))
+    assert cache.get("salesforce", SF_ORG) is None
+    assert cache.load("salesforce", SF_ORG, "").tenant.status == "uninstalled"
+
+
+def test_an_unknown_tenant_is_cached_as_unknown_until_it_is_installed(registry):
+    cache = TenantCache(registry, ttl_s=3600)
+    assert cache.load("salesforce", SF_ORG, "").tenant is None
+    assert cache.get("salesforce", SF_ORG).tenant is None
+    registry.save(salesforce_tenant(), Tokens("a", "r"))
+    assert cache.get("salesforce", SF_ORG) is None
+    assert cache.load("salesforce", SF_ORG, "").tenant is not None
+
+
+def test_a_cached_lookup_expires_after_its_ttl(registry):
+    registry.save(salesforce_tenant(), Tokens("a", "r"))
+    clock = FakeClock()
+    cache = TenantCache(registry, ttl_s=5.0, clock=clock)
+    cache.load("salesforce", SF_ORG, "")
+    clock.now += 4.9
+    assert cache.get("salesforce", SF_ORG) is not None
+    clock.now += 0.2
+    assert cache.get("salesforce", SF_ORG) is None
+
+
+def test_the_registry_owns_a_cache_for_the_webhook_handlers(registry):
+    assert isinstance(registry.cache, TenantCache)
+    assert registry.cache.ttl_s == TENANT_CACHE_TTL_S
+
+
+@pytest.mark.redis
+def test_every_save_announces_a_fresh_generation_token_in_redis(store, redis_url):
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    registry = TenantRegistry(store, TokenCipher(generate_key()), redis_url=redis_url)
+    key = generation_key("salesforce", SF_ORG)
+    assert client.get(key) is None
+    registry.save(salesforce_tenant(), Tokens("a", "r"))
+    first = client.get(key)
+    registry.set_status(f"salesforce-{SF_ORG}", "needs_reauth", "refresh refused")
+    second = client.get(key)
+    registry.save_tokens(f"salesforce-{SF_ORG}", Tokens("a2", "r2"))
+    assert len({first, second, client.get(key)}) == 3 and first is not None
+    assert client.get(generation_key("hubspot", SF_ORG)) is None  # keyed by CRM and id
+
+
+def test_a_save_still_succeeds_when_redis_cannot_be_told(store):
+    registry = TenantRegistry(store, TokenCipher(generate_key()), redis_url="redis://127.0.0.1:1/0")
+    cache = TenantCache(registry, ttl_s=3600)
+    cache.load("salesforce", SF_ORG, "")
+    registry.save(salesforce_tenant(), Tokens("a", "r"))  # logged; other processes see it by TTL
+    assert registry.find("salesforce", SF_ORG) is not None
+    assert cache.get("salesforce", SF_ORG) is None  # this process noticed at once
