@@ -1,7 +1,7 @@
 """Scoring records: probability to score, grade with hysteresis, reasons, next step, ledger.
 
 :func:`score_records` scores a batch of leads or opportunities with the tenant's current model,
-one feature build, one ``predict_proba`` and one ``contributions`` (SHAP) call per batch. Each
+one feature build and one model call giving probabilities and contributions (SHAP) per batch. Each
 record's grade is decided against the grade the ledger last holds for it, and material changes are
 appended to the ledger. When the scorer fails, no field is ever blanked: each record gets its last
 good values back, marked stale in the model version, and is queued to be scored again later.
@@ -27,7 +27,7 @@ from scoring.features import FeatureFrame, build_features, tenant_context
 from scoring.grades import decide
 from scoring.ledger import LedgerEntry, ScoreLedger, Suggestion
 from scoring.reasons import Explanation, explain_batch, next_step, rule_based_preface
-from scoring.registry import ModelRegistry, ScoringModel
+from scoring.registry import ModelRegistry, ScoringModel, predict_with_contributions
 from scoring.settings import ScoringSettings, load_settings
 
 log = logging.getLogger(__name__)
@@ -140,11 +140,14 @@ def score_records(
     )
     ledger = ScoreLedger(store)
     competitors = tenant_context(store, tenant_id).competitors if ids else ()
+    # One registry for the run: each batch still asks which version is current, but a version
+    # already loaded (with its SHAP tables) is not loaded again for every batch.
+    registry = ModelRegistry(store)
     results: list[ScoreResult] = []
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
         try:
-            chosen = model or ModelRegistry(store).current(tenant_id, kind)
+            chosen = model or registry.current(tenant_id, kind)
             if chosen is None:
                 raise ScorerUnavailable(f"no {kind} model for tenant {tenant_id} yet")
             results += _score_batch(
@@ -180,8 +183,9 @@ def _score_batch(
     )
     if features.frame.empty:
         return []
-    probabilities = _positive_class(model.predict_proba(features))
-    contributions = model.contributions(features)
+    # One Pool serves the prediction and its contributions.
+    raw_probabilities, contributions = predict_with_contributions(model, features)
+    probabilities = _positive_class(raw_probabilities)
     preface = rule_based_preface(model.report) if model.rule_based else None
     explained = explain_batch(
         contributions,

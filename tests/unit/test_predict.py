@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -203,3 +204,137 @@ def test_the_score_command_dry_run_prints_each_field_it_would_write_and_writes_n
     assert "field(s) would be written, 0 unchanged, 0 kept as a person edited them" in result.output
     assert ScoreLedger(services.store).history(TENANT, "lead") == []
     assert services.store.last_written(TENANT, "Lead", ["00Q0"]) == {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Contributions from per-leaf SHAP tables
+
+
+@functools.cache
+def _classifier(grow_policy: str = "SymmetricTree"):
+    """A small CatBoost model over counts, a missing-heavy recency and categoricals that interact,
+    so that it has one-hot splits and CTRs over combinations (with float and exact-value parts)."""
+    from catboost import CatBoostClassifier
+
+    rng = np.random.default_rng(5)
+    n = 2000
+    industries = ["Software", "Retail", "Health", "Finance", "Energy", "Media"]
+    regions = ["EMEA", "NA", "APAC", "LATAM"]
+    frame = pd.DataFrame(
+        {
+            "email_clicks": rng.poisson(2.0, n).astype(float),
+            "days_since_engaged": np.where(rng.random(n) < 0.1, np.nan, rng.exponential(30, n)),
+            "industry": rng.choice(industries, n),
+            "region": rng.choice(regions, n),
+            "consent": rng.choice(["yes", "no"], n),
+            "tier": rng.choice(["a", "b", "c", "d", "e"], n),
+        },
+        index=pd.Index([f"00Q{i}" for i in range(n)], name="crm_id"),
+    )
+    pair = (
+        frame["industry"].map(industries.index) * 7 + frame["region"].map(regions.index)
+    ) % 5 == 0
+    logit = (
+        0.6 * frame["email_clicks"]
+        - 0.02 * frame["days_since_engaged"].fillna(90.0)
+        + 2.0 * pair
+        + ((frame["consent"] == "yes") & (frame["tier"] < "c"))
+        - 1.0
+    )
+    labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-logit))).astype(int)
+    cats = ["industry", "region", "consent", "tier"]
+    classifier = CatBoostClassifier(
+        iterations=200, depth=4, learning_rate=0.1, random_seed=0, thread_count=1, verbose=0,
+        cat_features=cats, grow_policy=grow_policy, allow_writing_files=False,
+    )  # fmt: skip
+    classifier.fit(frame, labels)
+    return classifier, frame, cats
+
+
+def _catboost_model(grow_policy: str = "SymmetricTree"):
+    """A fresh scoring model around the cached classifier, and the features it was fitted on."""
+    from scoring.calibration import Platt
+    from scoring.features import FeatureFrame
+    from scoring.registry import CatBoostModel
+
+    classifier, frame, cats = _classifier(grow_policy)
+    model = CatBoostModel(
+        classifier, "lead", list(frame.columns), cats, Platt(0.9, -0.2), version="lead-t1"
+    )
+    features = FeatureFrame(
+        kind="lead",
+        frame=frame,
+        cat_features=cats,
+        labels=None,
+        as_of=pd.Series(NOW, index=frame.index),
+        evidence={},
+        segments=pd.DataFrame(index=frame.index),
+    )
+    return model, features
+
+
+def _catboost_shap(model, features):
+    shap = model.model.get_feature_importance(data=model.pool(features), type="ShapValues")
+    return np.asarray(shap)
+
+
+def test_contributions_from_leaf_tables_equal_catboosts_shap_values_and_predictions_are_unchanged():
+    from scoring.leaf_shap import _export_json
+
+    model, features = _catboost_model()
+    # The model has the split kinds whose credit is subtle: one-hot splits, and CTRs over
+    # combinations of categoricals, with binarised floats and exact values in them.
+    exported = _export_json(model.model)
+    kinds = {s["split_type"] for t in exported["oblivious_trees"] for s in t["splits"] or []}
+    parts = {
+        e["combination_element"]
+        for c in exported["features_info"]["ctrs"]
+        if len(c["elements"]) > 1
+        for e in c["elements"]
+    }
+    assert {"OneHotFeature", "OnlineCtr"} <= kinds
+    assert {"cat_feature_value", "float_feature", "cat_feature_exact_value"} <= parts
+    probabilities, contributions = model.predict_with_contributions(features)
+    assert model.prepare_explanations(), "a symmetric-tree model is explained from its tables"
+    # Probabilities are bit for bit those of predict_proba: the same leaf values, added in order.
+    assert np.array_equal(probabilities, model.predict_proba(features))
+    exact = _catboost_shap(model, features)
+    assert list(contributions.columns) == model.feature_names
+    assert contributions.index.equals(features.frame.index)
+    np.testing.assert_allclose(contributions.to_numpy(), exact[:, :-1] * 0.9, rtol=0, atol=1e-9)
+    # Contributions still add up to the calibrated log-odds (with the scaled expected value).
+    logit = np.log(probabilities / (1 - probabilities))
+    total = contributions.sum(axis=1).to_numpy() + 0.9 * exact[:, -1] - 0.2
+    np.testing.assert_allclose(total, logit, rtol=0, atol=1e-8)
+    # The categorical interaction is credited half to each of its two features, as CatBoost does.
+    assert contributions[["industry", "region"]].abs().to_numpy().max() > 0.05
+    assert model.contributions(features).equals(contributions)
+
+
+def test_a_model_the_tables_cannot_reproduce_is_explained_by_catboost_itself():
+    model, features = _catboost_model(grow_policy="Depthwise")
+    probabilities, contributions = model.predict_with_contributions(features)
+    assert not model.prepare_explanations()
+    assert np.array_equal(probabilities, model.predict_proba(features))
+    exact = _catboost_shap(model, features)
+    np.testing.assert_allclose(contributions.to_numpy(), exact[:, :-1] * 0.9, rtol=0, atol=1e-12)
+
+
+def test_tables_that_disagree_with_catboost_are_dropped_for_catboosts_own_values(
+    monkeypatch, caplog
+):
+    from scoring.leaf_shap import LeafShap
+
+    model, features = _catboost_model()
+    honest = LeafShap.evaluate
+
+    def skewed(self, leaf_indexes):
+        raw, shap = honest(self, leaf_indexes)
+        return raw, shap + 0.01
+
+    monkeypatch.setattr(LeafShap, "evaluate", skewed)
+    _, contributions = model.predict_with_contributions(features)
+    assert "disagree with CatBoost" in caplog.text
+    assert not model.prepare_explanations()
+    exact = _catboost_shap(model, features)
+    np.testing.assert_allclose(contributions.to_numpy(), exact[:, :-1] * 0.9, rtol=0, atol=1e-12)

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 from scoring_service_fixtures import HashEmbedder
 
 from core.store import Store
-from scoring.reasons import explain_batch, next_step, phrase_for, rule_based_preface
+from scoring.reasons import (
+    MIN_CONTRIBUTION,
+    explain_batch,
+    next_step,
+    phrase_for,
+    rule_based_preface,
+)
 
 NOW = datetime(2026, 10, 3, 15, tzinfo=UTC)
 GRADES = ("Hot", "Warm", "Cold")
@@ -119,3 +127,75 @@ def test_unknown_features_read_as_name_and_value():
     assert (
         phrase_for("custom:Product_Interest__c", "Data Vault", True) == "Interested in Data Vault"
     )
+
+
+def _drivers_one_by_one(shap: pd.DataFrame, frame: pd.DataFrame, ups: int, downs: int) -> dict:
+    """The documented rule, read row by row: finite drivers of at least MIN_CONTRIBUTION, strongest
+    first, equally strong ones in column order; the value is the frame's (None off the frame)."""
+    columns = [c for c in shap.columns if c in frame.columns]
+    out = {}
+    for crm_id, row in shap[columns].iterrows():
+        ranked = sorted(
+            ((name, float(v)) for name, v in row.items() if math.isfinite(float(v))),
+            key=lambda item: -abs(item[1]),
+        )
+        chosen = [(n, v) for n, v in ranked if v >= MIN_CONTRIBUTION][:ups]
+        chosen += [(n, v) for n, v in ranked if v <= -MIN_CONTRIBUTION][:downs]
+        out[str(crm_id)] = [
+            (n, v, frame.at[crm_id, n] if crm_id in frame.index else None) for n, v in chosen
+        ]
+    return out
+
+
+def test_batch_reasons_follow_the_row_by_row_rule_through_ties_gaps_and_odd_values():
+    rng = np.random.default_rng(11)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "email_clicks": rng.integers(0, 4, n).astype(float),
+            "days_since_engaged": rng.choice([1.0, 20.0, 75.0, np.nan], n),
+            "industry": pd.array(rng.choice(["Software", "Retail", None], n), dtype="str"),
+            "custom:Score__c": rng.choice([0.0, -0.0, 1.5], n),
+            "custom:Rating__c": pd.Series(rng.choice(["Gold", None, np.nan, 3.5], n), dtype=object),
+            "n_calls": pd.array(rng.choice([1, 2, None], n), dtype="Int64"),
+            "flag": rng.choice([True, False], n),
+        },
+        index=pd.Index([f"L{i}" for i in range(n)], name="crm_id"),
+    )
+    # Few distinct contributions, so that ties are everywhere; some not finite, some too small.
+    grid = np.array([0.0, 0.01, 0.02, -0.02, 0.3, -0.3, 0.5, -0.5, np.nan, np.inf, -np.inf])
+    shap = pd.DataFrame(
+        rng.choice(grid, (n, len(frame.columns))), columns=frame.columns, index=frame.index
+    )
+    shap["expected_value"] = -1.5
+    shap = pd.concat([shap, shap.iloc[:3].set_axis(["X1", "X2", "X3"])])  # not in the frame
+    for ups, downs in ((3, 2), (1, 1), (0, 2), (9, 9)):
+        explained = explain_batch(shap, frame, {}, top_positive=ups, top_negative=downs)
+        expected = _drivers_one_by_one(shap, frame, ups, downs)
+        assert list(explained) == list(expected)
+        for crm_id, drivers in expected.items():
+            reasons = explained[crm_id].positive + explained[crm_id].negative
+            assert [(r.feature, r.contribution) for r in reasons] == [(n, v) for n, v, _ in drivers]
+            for reason, (name, contribution, value) in zip(reasons, drivers, strict=True):
+                assert type(reason.value) is type(value) and repr(reason.value) == repr(value)
+                assert reason.text == phrase_for(name, value, contribution > 0)
+            assert explained[crm_id].detail == [r.as_dict() for r in reasons]
+    texts = {r.text for e in explain_batch(shap, frame, {}).values() for r in e.positive}
+    assert {"Score: 0", "Score: -0"} <= texts  # signed zeros are phrased apart, as they print
+
+
+def test_contributions_are_rounded_exactly_as_round_does():
+    from scoring.reasons import _rounded
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate(
+        [
+            rng.normal(0, 1, 20000),
+            (rng.integers(-(10**5), 10**5, 2000) + 0.5) / 1e4,  # exact decimal ties
+            [0.0, -0.0, 0.00005, -0.00015, 0.12345, 2.5e-5, 1e12, -1e300, 5e-324],
+        ]
+    )
+    got = _rounded(values, 4).tolist()
+    want = [round(float(v), 4) for v in values]
+    assert got == want
+    assert [math.copysign(1.0, g) for g in got] == [math.copysign(1.0, w) for w in want]
