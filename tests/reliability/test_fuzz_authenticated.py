@@ -397,11 +397,7 @@ def post_tuning(
         return
     assert answer.status_code in (200, 400), answer.status_code
     if answer.status_code == 400:
-        reason = page_error(text)
-        names = {n for field in touched for n in TUNING_NAMES.get(field, ())}
-        assert touched, f"the valid form was refused: {reason}"
-        assert any(n in reason for n in names), f"{reason!r} names none of {sorted(touched)}"
-        assert snapshot(world) == before, "a refused form changed something"
+        assert_refused_by_name(world, text, touched, TUNING_NAMES, before)
         return
     after = snapshot(world)
     if action == "save":
@@ -439,11 +435,7 @@ def post_settings(world: World, fields: dict[str, str], touched: set[str], secti
     event(f"settings answered {answer.status_code}")
     assert answer.status_code in (200, 400), answer.status_code
     if answer.status_code == 400:
-        reason = page_error(text)
-        names = {n for field in touched for n in SETTINGS_NAMES.get(field, ())}
-        assert touched, f"the valid form was refused: {reason}"
-        assert any(n in reason for n in names), f"{reason!r} names none of {sorted(touched)}"
-        assert snapshot(world) == before, "a refused form changed something"
+        assert_refused_by_name(world, text, touched, SETTINGS_NAMES, before)
         return
     assert 'data-testid="settings-saved"' in text, text[:500]
     after = world.services.registry.all()
@@ -658,3 +650,14 @@ def test_signed_followup_with_garbage_bodies_is_refused_cleanly_and_drafts_only_
     new_jobs = set(after["queued"]) - set(before["queued"])
     assert len(new_jobs) <= 1, new_jobs  # the draft's write-back (deduplicated per record)
     assert after["tenants"] == before["tenants"]
+
+
+def assert_refused_by_name(
+    world: World, text: str, touched: set[str], names_of: dict[str, Any], before: Any
+) -> None:
+    """A refused form: some field was corrupted, the error names one of them, nothing changed."""
+    reason = page_error(text)
+    names = {n for field in touched for n in names_of.get(field, ())}
+    assert touched, f"the valid form was refused: {reason}"
+    assert any(n in reason for n in names), f"{reason!r} names none of {sorted(touched)}"
+    assert snapshot(world) == before, "a refused form changed something"
