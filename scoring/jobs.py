@@ -25,8 +25,10 @@ WRITEBACK_JOB = "sync.writeback.write_results"
 """The write-back job: ``write_results(tenant_id, kind, crm_ids)``."""
 BATCH_INTERVAL_S = 24 * 3600
 """Every open record is rescored (and drift checked) this often, besides event-driven scoring."""
-WRITEBACK_CHUNK = 500
-"""Record ids per write-back job."""
+WRITEBACK_CHUNK = 1000
+"""Record ids per write-back job (ten HubSpot batch updates, five Salesforce composite calls).
+Each job starts with a fresh process that loads the connector before its first write, about a
+second of CPU: a batch scoring of 5,000 leads is written by five jobs rather than ten."""
 PARENT_LINKS = {"lead": "lead_id", "opportunity": "opportunity_id"}
 """How a note or activity points at the records it changes the score of."""
 

@@ -8,8 +8,10 @@ store and queued again by the provisioning that follows the next successful inst
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +25,9 @@ BACKFILL_ENTITIES = ("user", "account", "lead", "contact", "opportunity", "activ
 """Backfilled in this order, so records arrive after the owners and accounts they point to."""
 BACKFILL_SLICE_S = 240.0
 """A backfill job hands over to a fresh job after this long, staying far inside rq's timeout."""
+PREFETCH_SKIPPED = frozenset({"opportunity"})
+"""Entities whose storing calls the CRM itself (deals read their field history): their pages are
+read one at a time, so a connector is never used by two threads at once."""
 RECONCILE_INTERVAL_S = 900.0
 """How often each tenant is swept for changes whose webhooks never arrived."""
 RECONCILE_OVERLAP_S = 300.0
@@ -226,23 +231,82 @@ def run_backfill(
         return {"entity": entity, "records": total, "done": True}
     resume = {k: v for k, v in checkpoint.items() if k not in {"done", "records"}} or None
     started = time.monotonic()
-    for page in connector.changed(entity, since=None, checkpoint=resume):
-        if page.records:
-            store_records(
-                services, tenant_id, connector.crm, entity, page.records, connector, backfill=True
-            )
-            total += len(page.records)
-            if on_page is not None:
-                on_page(len(page.records))
-        saved = {**page.checkpoint, "done": page.done, "records": total}
-        services.store.put_checkpoint(tenant_id, stream, saved)
-        if page.done:
-            return {"entity": entity, "records": total, "done": True}
-        if slice_s is not None and time.monotonic() - started > slice_s:
-            return {"entity": entity, "records": total, "done": False}
+    pages = connector.changed(entity, since=None, checkpoint=resume)
+    with _Prefetch(pages, enabled=entity not in PREFETCH_SKIPPED) as ahead:
+        for page in ahead:
+            if page.records:
+                store_records(
+                    services, tenant_id, connector.crm, entity, page.records, connector,
+                    backfill=True,
+                )  # fmt: skip
+                total += len(page.records)
+                if on_page is not None:
+                    on_page(len(page.records))
+            saved = {**page.checkpoint, "done": page.done, "records": total}
+            services.store.put_checkpoint(tenant_id, stream, saved)
+            if page.done:
+                return {"entity": entity, "records": total, "done": True}
+            if slice_s is not None and time.monotonic() - started > slice_s:
+                return {"entity": entity, "records": total, "done": False}
     last = services.store.get_checkpoint(tenant_id, stream) or {}
     services.store.put_checkpoint(tenant_id, stream, {**last, "done": True, "records": total})
     return {"entity": entity, "records": total, "done": True}
+
+
+class _Prefetch:
+    """Read a backfill's pages one step ahead on a thread, so the CRM is read while a page is stored.
+
+    Storing a page is mostly CPU (mapping, embedding notes, LanceDB) and reading the next one is
+    mostly waiting (the CRM, the request budget); side by side, neither waits for the other. At
+    most one page waits in the hand-off while the next is read. Leaving the ``with`` block early (a
+    time slice ran out) stops the reader at its next hand-off; pages it read ahead are dropped,
+    unsaved, and read again from the checkpoint by the job that continues. An error reading a page
+    is raised where the page would have been used.
+    """
+
+    _END = object()
+
+    def __init__(self, pages: Iterator[T], *, enabled: bool = True) -> None:
+        self._pages = pages
+        self._enabled = enabled
+        self._handoff: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+
+    def __enter__(self) -> Iterator[Any]:
+        if not self._enabled:
+            return self._pages
+        threading.Thread(target=self._read, name="backfill-prefetch", daemon=True).start()
+        return self._ahead()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def _ahead(self) -> Iterator[Any]:
+        while True:
+            page, error = self._handoff.get()
+            if error is not None:
+                raise error
+            if page is self._END:
+                return
+            yield page
+
+    def _read(self) -> None:
+        try:
+            for page in self._pages:
+                if not self._hand_over(page, None):
+                    return
+            self._hand_over(self._END, None)
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            self._hand_over(self._END, exc)
+
+    def _hand_over(self, page: Any, error: BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._handoff.put((page, error), timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
 
 def _backfill_complete(store: Store, tenant_id: str) -> bool:
@@ -251,23 +315,37 @@ def _backfill_complete(store: Store, tenant_id: str) -> bool:
 
 
 def after_backfill(tenant_id: str) -> dict[str, Any]:
-    """Once a tenant's history is in: train both models, then score every open record."""
-    from scoring.training import train_job
+    """Once a tenant's history is in: train both models and score every open record with them.
 
+    Each kind is trained by a job of its own, so the two models train side by side on two workers
+    and each kind's batch scoring starts as soon as its own model is ready.
+    """
     services = current()
-    reports = {}
+    queued = []
     for kind in ("lead", "opportunity"):
-        report = train_job(tenant_id, kind)
-        reports[kind] = {k: report.get(k) for k in ("model_version", "promoted", "auc")}
-        services.queue.enqueue(
-            "scoring.jobs.score_all", tenant_id, kind, job_id=f"score-all:{tenant_id}:{kind}",
-            queue="default",
+        job_id = services.queue.enqueue(
+            "sync.jobs.train_and_score", tenant_id, kind,
+            job_id=f"after-backfill:{tenant_id}:{kind}", queue="default",
         )  # fmt: skip
+        if job_id:
+            queued.append(job_id)
     # Segments are formed once the history is in, then daily (the job reschedules itself).
     services.queue.enqueue(
         "copilot.jobs.refresh_segments", tenant_id, job_id=f"segments:{tenant_id}", queue="low"
     )
-    return reports
+    return {"queued": queued}
+
+
+def train_and_score(tenant_id: str, kind: str) -> dict[str, Any]:
+    """Train a tenant's model of one kind, then queue the batch scoring of its open records."""
+    from scoring.training import train_job
+
+    report = train_job(tenant_id, kind)
+    current().queue.enqueue(
+        "scoring.jobs.score_all", tenant_id, kind, job_id=f"score-all:{tenant_id}:{kind}",
+        queue="default",
+    )  # fmt: skip
+    return {k: report.get(k) for k in ("model_version", "promoted", "auc")}
 
 
 def backfill_progress(store: Store, tenant_id: str) -> dict[str, dict[str, Any]]:

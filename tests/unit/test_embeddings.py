@@ -62,3 +62,23 @@ def test_repeated_and_duplicate_texts_get_the_same_vectors_as_a_fresh_embedding(
     assert np.array_equal(first[0], first[2])
     assert np.array_equal(first[:2], again)
     assert np.allclose(again, fresh, atol=1e-6)
+
+
+def test_texts_of_mixed_lengths_embed_as_they_would_alone_however_they_are_batched():
+    words = [
+        "pricing",
+        "security",
+        "renewal",
+        "champion",
+        "budget",
+        "procurement",
+        "timeline",
+        "competitor",
+    ]
+    texts = [" ".join(words[: 1 + i % 8] * (1 + i % 13)) + f" #{i}" for i in range(50)]
+    alone = Embedder(threads=1)
+    one_by_one = np.stack([alone.embed([t])[0] for t in texts[:6]])
+    sequential = Embedder(threads=1).embed(texts, batch_size=8)
+    side_by_side = Embedder(threads=2).embed(texts, batch_size=8)
+    assert np.allclose(sequential[:6], one_by_one, atol=1e-5)
+    assert np.allclose(sequential, side_by_side, atol=1e-6)
