@@ -25,7 +25,9 @@ class RecordValidationError(ValueError):
         self.entity = entity
         self.messages = messages
         identity = _identity(record)
-        details = "; ".join(f"{name}: {_flatten(msg)}" for name, msg in sorted(messages.items()))
+        details = "; ".join(
+            f"{name}: {flatten_messages(msg)}" for name, msg in sorted(messages.items())
+        )
         super().__init__(f"{entity} {identity}: {details}")
 
 
@@ -224,9 +226,10 @@ def _as_dict(messages: Any) -> dict[str, Any]:
     return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
-def _flatten(message: Any) -> str:
+def flatten_messages(message: Any) -> str:
+    """A marshmallow error message (nested dicts and lists of strings) as one line."""
     if isinstance(message, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in message.items())
+        return "; ".join(f"{k}: {flatten_messages(v)}" for k, v in message.items())
     if isinstance(message, list):
-        return " ".join(_flatten(m) for m in message)
+        return " ".join(flatten_messages(m) for m in message)
     return str(message).rstrip(".")

@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple, Protocol, TypeVar
 import redis
 
 from core.crypto import TokenCipher
-from core.schemas import CRMS
+from core.schemas import CRMS, flatten_messages
 from core.store import Store
 
 TenantStatus = Literal["installing", "active", "needs_reauth", "uninstalled"]
@@ -358,7 +358,9 @@ class SettingsError(ValueError):
 
     def __init__(self, messages: Mapping[str, Any]) -> None:
         self.messages = dict(messages)
-        details = "; ".join(f"{key}: {_flatten(msg)}" for key, msg in sorted(self.messages.items()))
+        details = "; ".join(
+            f"{key}: {flatten_messages(msg)}" for key, msg in sorted(self.messages.items())
+        )
         super().__init__(f"invalid {self.section} settings: {details}")
 
 
@@ -405,14 +407,6 @@ def save_settings_section(
     kept = {name: value for name, value in parsed.to_dict().items() if name in merged}
     registry.save(replace(tenant, settings={**tenant.settings, key: kept}))
     return parsed
-
-
-def _flatten(message: Any) -> str:
-    if isinstance(message, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in message.items())
-    if isinstance(message, list):
-        return " ".join(_flatten(m) for m in message)
-    return str(message).rstrip(".")
 
 
 def _tenant(row: dict[str, Any]) -> Tenant:
