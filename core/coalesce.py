@@ -1,8 +1,8 @@
 """Webhook event dedupe, burst coalescing and counters, shared across processes through Redis.
 
 CRMs deliver the same event more than once and change one record many times in a burst. Handlers
-remember each event key for a week (:meth:`EventLedger.unseen`), and add changed record ids to a
-pending set per tenant and object (:meth:`EventLedger.add_pending`). Only the first id to arrive
+remember each event key for a week, and add changed record ids to a pending set per tenant and
+object (:meth:`EventLedger.add_pending`). Only the first id to arrive
 while no fetch is scheduled schedules one; the fetch job claims the whole set when it runs, so a
 burst of changes to one record becomes one fetch. Ids are removed only after the fetch succeeded,
 so a failed job retries them.
@@ -206,39 +206,6 @@ class EventLedger:
         # Each thread runs the ingest script on a connection of its own (see _run_ingest).
         self._own = threading.local()
 
-    def unseen(self, keys: Sequence[str]) -> list[str]:
-        """The keys not seen before (they are not marked yet: call :meth:`mark_seen` after queueing)."""
-        if not keys:
-            return []
-        if self._redis is not None:
-            try:
-                flags = self._redis.mget([_PREFIX + "seen:" + k for k in keys])
-            except redis.RedisError as exc:
-                raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
-            return [k for k, flag in zip(keys, flags, strict=True) if flag is None]
-        now = time.time()
-        with self._lock:
-            return [k for k in keys if self._seen.get(k, 0) < now]
-
-    def mark_seen(self, keys: Iterable[str]) -> None:
-        """Remember event keys once their work is durably queued."""
-        keys = list(keys)
-        if not keys:
-            return
-        if self._redis is not None:
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                for key in keys:
-                    pipe.set(_PREFIX + "seen:" + key, 1, ex=SEEN_TTL_S)
-                pipe.execute()
-            except redis.RedisError as exc:
-                raise QueueUnavailable(f"Redis is unreachable: {exc}") from exc
-            return
-        expires = time.time() + SEEN_TTL_S
-        with self._lock:
-            for key in keys:
-                self._seen[key] = expires
-
     def add_pending(self, scope: str, record_ids: Iterable[str]) -> bool:
         """Add changed record ids for ``scope`` (``tenant:object``).
 
@@ -346,8 +313,8 @@ class EventLedger:
     ) -> Ingested:
         """Dedupe a delivery's events, add the new ones' ids to pending sets, mark them, count.
 
-        On Redis this is one round trip. It does what :meth:`unseen`, :meth:`add_pending`,
-        :meth:`mark_seen` and :meth:`count` do one by one, with the same rules: a seen event is
+        On Redis this is one round trip. It dedupes against the keys remembered for a week and
+        does what :meth:`add_pending` and :meth:`count` do, with the same rules: a seen event is
         counted as ``duplicate_reason``; each scope that gets new ids is stamped with a new
         generation and asks for a fetch when none is scheduled; events are marked seen only
         once all their work is queued. So when a fetch must be scheduled, or ``defer`` says
@@ -489,8 +456,10 @@ class EventLedger:
             QueueUnavailable: Redis is unreachable.
         """
         if self._redis is None:
-            self.mark_seen(keys)
+            expires = time.time() + SEEN_TTL_S
             with self._lock:
+                for key in keys:
+                    self._seen[key] = expires
                 self._counters.update(counts)
             return
         if not keys and not counts:
