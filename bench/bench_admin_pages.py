@@ -8,7 +8,10 @@ tenant's history so a model card exists, appends ``--ledger`` score-ledger rows 
 write-back audit rows spread over 90 days, then logs in through the Flask test client and renders
 each page ``--runs`` times. The bar: every page under 300 ms; the printed ratio is p95 / 300 ms
 (below 1 passes). The dry-run preview (a POST that replays the ledger and routing) is held to the
-same bar, each run proposing other settings; its first run builds the cached per-tenant inputs.
+same bar, each run proposing other settings; the per-tenant inputs it reuses (and the model card's
+weekly grade counts) are built on a thread from the first logged-in request
+(``handlers.admin.views.warm_console``), so its first run shows whether that was done by the time
+an admin asks for a preview.
 Then ``--changes`` rounds edit a few leads as a sync would and run the scoring job for them: the
 first preview after that (answered from the kept inputs while they are rebuilt behind it, and saying
 so) is held to the bar too, and the time until a preview reflects the change is reported.

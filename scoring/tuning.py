@@ -326,6 +326,30 @@ def _refresh_behind(
     threading.Thread(target=refresh, name="fieldwise-dry-run-refresh", daemon=True).start()
 
 
+def warm_dry_run(
+    store: Store, tenant_id: str, settings: ScoringSettings, *, days: int = 30
+) -> bool:
+    """Build and keep the inputs a tenant's first lead preview would otherwise build while it waits.
+
+    The first preview of a tenant reads its score ledger and replays its routing under the current
+    settings: seconds at 100k leads. Callers run this behind the requests (the admin console does,
+    on a thread) so that the preview an admin asks for finds them built.
+
+    Args:
+        store: the store.
+        tenant_id: the tenant.
+        settings: the tenant's current scoring settings.
+        days: the window the preview page opens with.
+
+    Returns:
+        False when the tenant has no current lead model (nothing to replay), else True.
+    """
+    if not any(row["is_current"] for row in store.get_models(tenant_id, "lead")):
+        return False
+    _dry_run(store, tenant_id, settings, {}, days, "lead", None, True)
+    return True
+
+
 def _dry_run(
     store: Store,
     tenant_id: str,

@@ -26,7 +26,7 @@ from core.config import Config
 from core.queue import QueueUnavailable
 from core.ratelimit import Window
 from handlers import context
-from handlers.admin import csrf
+from handlers.admin import csrf, views
 from handlers.admin.blueprint import bp
 from handlers.errors import error_response
 
@@ -65,6 +65,8 @@ def _guard() -> Any:
         if request.method != "GET" or request.path.startswith("/admin/api/"):
             return error_response(401, "login_required", "log in to the admin console first")
         return redirect(url_for("admin.login", next=request.full_path.rstrip("?")))
+    if not public:
+        views.warm_console()
     if request.method == "POST" and not csrf.request_is_valid():
         return error_response(
             400, "csrf_failed", "the form's CSRF token is missing or stale; reload the page"

@@ -4,8 +4,9 @@
   the order and the page's offset all go into one LanceDB query (``Store.read_sorted``), which
   keeps only the top rows while it scans; the total is a ``count_rows`` with the same filter.
   Neither turns rows into Python objects beyond the 50 shown.
-* The weekly grade distribution reads three columns of the score ledger once and is cached for
-  :data:`AGGREGATE_TTL_S` per tenant and kind.
+* The weekly grade distribution reads three columns of the score ledger and counts them with
+  array operations; it is cached per tenant and kind for :data:`AGGREGATE_TTL_S`, and for longer
+  while the ledger has not changed.
 * Overview figures come from the registry, the queue backend and the shared request counter.
 """
 
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from connectors.hubspot import client as hubspot_client
 from connectors.salesforce import client as salesforce_client
@@ -33,6 +35,8 @@ MAX_PAGE = 200
 """Deepest page served; filters narrow further back than 10,000 rows."""
 AGGREGATE_TTL_S = 60.0
 DAY_S = 86_400.0
+MICROS_PER_DAY = 86_400_000_000
+_EPOCH_DAY = date(1970, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -236,58 +240,111 @@ def overview(services: Services, failed_limit: int = 25) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Aggregates for the model card
 
-_cache: dict[tuple[str, ...], tuple[float, Any]] = {}
+_cache: dict[tuple[str, ...], tuple[float, Any, Hashable]] = {}
 _cache_lock = threading.Lock()
 
 
-def cached(key: tuple[str, ...], build: Callable[[], Any], ttl_s: float = AGGREGATE_TTL_S) -> Any:
-    """``build()``'s value, kept for ``ttl_s`` per key in this process."""
+def cached(
+    key: tuple[str, ...],
+    build: Callable[[], Any],
+    ttl_s: float = AGGREGATE_TTL_S,
+    version: Hashable = None,
+) -> Any:
+    """``build()``'s value, kept per key in this process.
+
+    A kept value is used for ``ttl_s`` after it was built, and after that for as long as
+    ``version`` (the version of the data it was built from, read before building; None when
+    unknown) is unchanged: the same data gives the same figures, however long ago they were built.
+    """
     with _cache_lock:
         hit = _cache.get(key)
-        if hit is not None and time.monotonic() - hit[0] < ttl_s:
-            return hit[1]
+    if hit is not None:
+        built_at, value, built_from = hit
+        fresh = time.monotonic() - built_at < ttl_s
+        if fresh or (version is not None and built_from == version):
+            return value
     value = build()
     with _cache_lock:
-        _cache[key] = (time.monotonic(), value)
+        _cache[key] = (time.monotonic(), value, version)
     return value
 
 
 def grade_weeks(
     services: Services, tenant_id: str, kind: str, labels: Sequence[str], weeks: int = 26
 ) -> list[dict[str, Any]]:
-    """Per week (Monday), how many records held each grade at the week's end (last ``weeks``)."""
+    """Per week (Monday), how many records held each grade at the week's end (last ``weeks``).
+
+    Only weeks with at least one ledger entry are listed, oldest first.
+    """
 
     def build() -> list[dict[str, Any]]:
-        rows = services.store.read_rows(
+        table = services.store.read_arrow(
             tenant_id, "score_ledger", SCORE_LEDGER_SCHEMA, {"kind": kind},
             columns=["crm_id", "scored_at", "new_grade"],
         )  # fmt: skip
-        if not rows:
-            return []
-        rows.sort(key=lambda r: r["scored_at"])
-        held: dict[str, str] = {}
-        counts: Counter[str] = Counter()
-        out: list[dict[str, Any]] = []
+        return weekly_grade_counts(table, labels, weeks)
 
-        def week_of(moment: datetime) -> str:
-            return (moment - timedelta(days=moment.weekday())).date().isoformat()
-
-        current = week_of(rows[0]["scored_at"])
-        for row in rows:
-            week = week_of(row["scored_at"])
-            if week != current:
-                out.append({"week": current, "counts": dict(counts)})
-                current = week
-            previous = held.get(row["crm_id"])
-            if previous is not None:
-                counts[previous] -= 1
-            held[row["crm_id"]] = row["new_grade"]
-            counts[row["new_grade"]] += 1
-        out.append({"week": current, "counts": dict(counts)})
-        return [
-            {"week": w["week"], "counts": {g: w["counts"].get(g, 0) for g in labels}}
-            for w in out[-weeks:]
-        ]
-
-    result: list[dict[str, Any]] = cached(("grade_weeks", tenant_id, kind, *labels), build)
+    store = services.store
+    key = ("grade_weeks", store.uri, tenant_id, kind, str(weeks), *labels)
+    # Read before building: a ledger write during the build makes the next view build again.
+    version = store.table_versions(["score_ledger"])
+    result: list[dict[str, Any]] = cached(key, build, version=version)
     return result
+
+
+def weekly_grade_counts(
+    table: pa.Table, labels: Sequence[str], weeks: int = 26
+) -> list[dict[str, Any]]:
+    """Grades held at the end of each week from ledger rows (``crm_id``, ``scored_at``, ``new_grade``).
+
+    Entries are taken in time order (rows of equal time in table order); a record holds the grade
+    of its latest entry. Computed on arrays: a large ledger has too many rows to visit one by one
+    in Python within a page's time.
+
+    Args:
+        table: the ledger rows; rows without ``scored_at`` are left out.
+        labels: the grades to count, in the order the page shows them.
+        weeks: how many of the latest weeks to return.
+
+    Returns:
+        ``{"week": "YYYY-MM-DD" (the Monday), "counts": {label: records}}`` per week that has an
+        entry, oldest first.
+    """
+    table = table.filter(pc.is_valid(table.column("scored_at")))
+    if not table.num_rows:
+        return []
+    stamps = table.column("scored_at").cast(pa.int64()).to_numpy()
+    order = np.argsort(stamps, kind="stable")
+    record = _codes(table.column("crm_id"))[0][order]
+    grade_codes, grade_names = _codes(table.column("new_grade"))
+    grade = grade_codes[order]
+    day = stamps[order] // MICROS_PER_DAY
+    # 1970-01-01 was a Thursday (weekday 3): this is each entry's Monday, as a day number.
+    monday = day - (day + 3) % 7
+    week_starts = np.flatnonzero(np.r_[True, monday[1:] != monday[:-1]])
+    week = np.cumsum(np.r_[True, monday[1:] != monday[:-1]]) - 1
+    # Each entry moves its record from the grade of the record's previous entry to its own.
+    by_record = np.argsort(record, kind="stable")
+    same = record[by_record][1:] == record[by_record][:-1]
+    previous = np.full(len(grade), -1, dtype=np.int64)
+    previous[by_record[1:][same]] = grade[by_record[:-1][same]]
+    grades = len(grade_names)
+    cells = len(week_starts) * grades
+    delta = np.bincount(week * grades + grade, minlength=cells)
+    left = previous >= 0
+    delta = delta - np.bincount(week[left] * grades + previous[left], minlength=cells)
+    held = np.cumsum(delta.reshape(len(week_starts), grades), axis=0)
+    column = {name: i for i, name in enumerate(grade_names)}
+    out = []
+    for position in range(max(0, len(week_starts) - weeks), len(week_starts)):
+        start = _EPOCH_DAY + timedelta(days=int(monday[week_starts[position]]))
+        counts = {g: int(held[position, column[g]]) if g in column else 0 for g in labels}
+        out.append({"week": start.isoformat(), "counts": counts})
+    return out
+
+
+def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
+    """Each value's position in the column's distinct values (nulls too), and those values."""
+    encoded = pc.dictionary_encode(column.combine_chunks(), null_encoding="encode")
+    indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return indices, encoded.dictionary.to_pylist()

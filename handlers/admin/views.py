@@ -10,13 +10,26 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flask import Response, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    abort,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from core.queue import QueueUnavailable
+from core.store import Store
 from handlers import context
 from handlers.admin import charts, data
 from handlers.admin.blueprint import bp
@@ -28,7 +41,7 @@ from scoring.settings import (
     load_settings,
     save_settings,
 )
-from scoring.tuning import MAX_DAYS, dry_run
+from scoring.tuning import MAX_DAYS, dry_run, warm_dry_run
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +63,12 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
 
 
 def _tenant_ids() -> list[str]:
-    return sorted(row["tenant_id"] for row in context.services().store.list_tenants())
+    """The installed tenants, read once per request (a page asks for them two or three times)."""
+    found: list[str] | None = g.get("admin_tenant_ids")
+    if found is None:
+        found = sorted(row["tenant_id"] for row in context.services().store.list_tenants())
+        g.admin_tenant_ids = found
+    return list(found)
 
 
 def _tenant_or_404(tenant_id: str) -> str:
@@ -258,6 +276,48 @@ def _tuning_changes(form: Mapping[str, str], grades: list[tuple[str, float]]) ->
         per_rep[rep.strip()] = _int(cap, f"capacity of {rep.strip()}", 0, 100_000, 0)
     changes["capacity_per_rep"] = per_rep
     return changes
+
+
+_warmed: weakref.WeakSet[Store] = weakref.WeakSet()
+_warmed_lock = threading.Lock()
+
+
+def warm_console() -> bool:
+    """Build what the console's slowest first views need, on a thread (once per process and store).
+
+    At 100k leads a tenant's first dry-run preview replays its ledger and routing (seconds) and
+    its model card's first view counts grades per week over the whole ledger (hundreds of ms).
+    Called on each logged-in request, so a web process starts this when it first serves the
+    console, not when it starts: processes that never serve the console never pay for it. No
+    request waits for the thread; a view asked for before it is done builds what it needs itself.
+
+    Returns:
+        Whether a thread was started (False when this store was warmed already).
+    """
+    services = context.services()
+    with _warmed_lock:
+        if services.store in _warmed:
+            return False
+        _warmed.add(services.store)
+
+    def warm() -> None:
+        try:
+            tenant_ids = [row["tenant_id"] for row in services.store.list_tenants()]
+        except Exception:  # each first view builds its own
+            log.exception("warming the admin console failed")
+            return
+        for tenant_id in tenant_ids:
+            try:
+                current = load_settings(services.registry, tenant_id)
+                warm_dry_run(services.store, tenant_id, current, days=DEFAULT_DRY_RUN_DAYS)
+                labels = [grade[0] for grade in current.grades]
+                for kind in KINDS:
+                    data.grade_weeks(services, tenant_id, kind, labels)
+            except Exception:  # this tenant's first views build theirs instead
+                log.exception("warming the admin console for %s failed", tenant_id)
+
+    threading.Thread(target=warm, name="fieldwise-admin-warm", daemon=True).start()
+    return True
 
 
 @bp.route("/tuning/<tenant_id>", methods=["GET", "POST"])

@@ -18,7 +18,8 @@ from sandbox.canonical import load_history_into_store
 from sandbox.history import generate
 from scoring.grades import grade_for, hysteresis_grade
 from scoring.settings import ScoringSettings, load_settings
-from scoring.tuning import dry_run, replay_grades
+from scoring.training import train
+from scoring.tuning import dry_run, replay_grades, warm_dry_run
 
 TENANT = "salesforce-00DTUNE"
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -170,3 +171,28 @@ def test_preview_after_a_change_answers_from_kept_figures_and_refreshes_behind(
     cold = dry_run(Store(store.uri, embedder=HashEmbedder()), tenant, current, proposal, days=60)
     assert fresh == cold
     assert fresh["routing"]["before"]["leads"] > 0
+
+
+def test_warming_builds_what_the_first_preview_reads_and_skips_tenants_without_a_model(
+    tmp_path, monkeypatch
+):
+    tenant = "salesforce-00DWARMUP"
+    store = Store(str(tmp_path / "db"), embedder=HashEmbedder())
+    history = generate(seed=5, n_leads=600)
+    load_history_into_store(store, history, tenant)
+    current = ScoringSettings()
+    assert not warm_dry_run(store, tenant, current)  # no model yet: nothing to replay
+    train(store, tenant, "lead", as_of=history.now)
+    assert warm_dry_run(store, tenant, current)
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the first preview read rows the warming had built its inputs from")
+
+    for name in ("query", "to_arrow", "read_arrow"):
+        monkeypatch.setattr(store, name, no_reads)
+    warmed = dry_run(store, tenant, current, {"capacity_default": 7}, days=30)
+    monkeypatch.undo()
+    assert not warmed["refreshing"]
+    cold = dry_run(Store(store.uri, embedder=HashEmbedder()), tenant, current,
+                   {"capacity_default": 7}, days=30)  # fmt: skip
+    assert warmed == cold
