@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 
@@ -65,7 +66,10 @@ def test_reasons_are_sentences_that_cite_the_notes_and_activities_behind_them(tm
     assert "+ 1 call logged (call on 3 Oct 2026, ref 00T1)" in text
     assert "- Competitor Vantora mentioned (note on 3 Oct 2026, ref 002N1)" in text
     detail = {d["feature"]: d for d in l1.detail}
-    assert detail["signal_budget"]["evidence_ids"] == ["002N1"]
+    assert detail["signal_budget"]["evidence_ids"] == ("002N1",)
+    stored = {d["feature"]: d for d in json.loads(json.dumps(l1.detail))}  # as the ledger keeps it
+    assert stored["signal_budget"]["evidence_ids"] == ["002N1"]
+    assert stored["email_clicks"]["evidence"] == [] and stored["email_clicks"]["evidence_ids"] == []
     assert detail["competitor_mentions"]["direction"] == "-"
     l2 = explained["L2"].text()
     assert "- No engagement in 75 days" in l2 and "- Industry: Retail" in l2
