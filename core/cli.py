@@ -91,6 +91,7 @@ def worker(burst: bool) -> None:
 
     redis_queue = configure(config).queue
     assert isinstance(redis_queue, job_queue.RedisQueue)
+    job_queue.preload_job_modules()
     # The tuned worker notices a killed worker's job within seconds (see RedisQueue.worker).
     redis_queue.worker().work(burst=burst, with_scheduler=True)
 

@@ -61,7 +61,7 @@ class Embedder:
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._cache_lock = threading.Lock()
 
-    def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 8) -> np.ndarray:
         """Embed texts in batches.
 
         Texts are grouped by length before batching, so a batch of short notes is not padded to
@@ -71,7 +71,9 @@ class Embedder:
 
         Args:
             texts: the texts; empty strings embed like any other text.
-            batch_size: texts per model call; 32 is the measured sweet spot on 2 cores.
+            batch_size: texts per model call. With batches formed by length, 8 took 14% less
+                CPU per note than 32 over a 5,000-lead sandbox history's 5,063 notes (24 against
+                28 ms, 2 cores) and gave the same vectors bit for bit.
 
         Returns:
             An array of shape ``(len(texts), 384)``, each row of unit length.

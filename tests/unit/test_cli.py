@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
@@ -41,3 +43,42 @@ def test_keygen_prints_keys_the_configuration_accepts():
     config = Config.from_env({"FIELDWISE_ENCRYPTION_KEY": key, "FIELDWISE_SECRET_KEY": secret})
     cipher = TokenCipher.from_config(config)
     assert cipher.decrypt(cipher.encrypt("t")) == "t"
+
+
+def test_help_imports_no_job_module_and_the_worker_preload_imports_them_all():
+    # `fieldwise --help` stays fast: only the worker command imports the job modules.
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from core.cli import main\n"
+        "assert CliRunner().invoke(main, ['--help']).exit_code == 0\n"
+        "from core.queue import JOB_MODULES, preload_job_modules\n"
+        "print(sorted(m for m in JOB_MODULES if m in sys.modules))\n"
+        "preload_job_modules()\n"
+        "print(sorted(m for m in JOB_MODULES if m not in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "[]"]
+
+
+def test_worker_preloads_the_job_modules_before_it_starts_working(tmp_path, monkeypatch):
+    from core import queue as job_queue
+
+    calls: list[str] = []
+
+    class StartedWorker:
+        def work(self, burst: bool, with_scheduler: bool) -> None:
+            calls.append("work")
+
+    monkeypatch.setattr(job_queue, "preload_job_modules", lambda: calls.append("preload"))
+    monkeypatch.setattr(job_queue.RedisQueue, "worker", lambda self: StartedWorker())
+    env = {
+        "FIELDWISE_LANCEDB_URI": str(tmp_path / "db"),
+        "FIELDWISE_REDIS_URL": "redis://127.0.0.1:1/0",
+        "FIELDWISE_SECRET_KEY": "s" * 40,
+        "FIELDWISE_ENCRYPTION_KEY": CliRunner().invoke(main, ["keygen"]).output.strip(),
+    }
+    result = CliRunner().invoke(main, ["worker", "--burst"], env=env)
+    assert result.exit_code == 0, result.output
+    assert calls == ["preload", "work"]
