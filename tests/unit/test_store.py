@@ -218,3 +218,32 @@ def test_memo_rebuilds_after_a_write_and_answers_stale_only_when_allowed(store):
     assert served == [("acme", "n")] and len(builds) == 1
     assert store.memo("acme", ("n",), ["leads"], count_leads) == 2 and len(builds) == 2
     assert store.memo("acme", ("other",), [], lambda: "rebuilt") == "rebuilt"
+
+
+def activity(tenant, i, opportunity_id, account_id):
+    return {
+        "tenant_id": tenant,
+        "crm": "salesforce",
+        "crm_id": f"00T{i:07d}",
+        "updated_at": NOW,
+        "type": "call",
+        "occurred_at": NOW,
+        "opportunity_id": opportunity_id,
+        "account_id": account_id,
+    }
+
+
+def test_activities_are_looked_up_through_indexes_that_also_find_rows_added_later(store):
+    store.upsert(
+        "t1", "activity", [activity("t1", i, f"006{i % 7}", f"001{i % 3}") for i in range(70)]
+    )
+    table = store._table("activity")
+    indexed = {column for index in table.list_indices() for column in index.columns}
+    assert {"opportunity_id", "account_id"} <= indexed
+    # Rows written after the index was built are found too, and tenants stay apart.
+    store.upsert("t1", "activity", [activity("t1", i, "0060", None) for i in range(70, 80)])
+    store.upsert("t2", "activity", [activity("t2", i, "0060", "0010") for i in range(5)])
+    found = store.query("t1", "activity", filters={"opportunity_id": ["0060"]}, limit=None)
+    assert len(found) == 10 + 10 and {r["tenant_id"] for r in found} == {"t1"}
+    by_account = store.query("t1", "activity", filters={"account_id": ["0010"]}, limit=None)
+    assert len(by_account) == 24
