@@ -61,13 +61,11 @@ T = TypeVar("T")
 
 REFRESH_AHEAD_S = 300.0
 """Refresh the access token when it has less than this many seconds left (HubSpot's live 30 minutes)."""
-TEN_SECOND_LIMIT = 190
-"""HubSpot's requests per rolling ten seconds per portal for Professional and Enterprise accounts
-(crm_apis.md section 2.4). A portal that allows less, such as the 110 per installed account of a
-public OAuth app, sets the tenant's ``settings["hubspot_ten_second_limit"]``, which overrides it
-(the backfill benchmark runs that way). Set too high, HubSpot's 429s and their Retry-After slow
-the work down; set too low, every install waits out a ten-second window for its hundred
-provisioning calls."""
+TEN_SECOND_LIMIT = 110
+"""HubSpot's requests per rolling ten seconds for a public OAuth app, per installed account
+(Fieldwise installs as one; crm_apis.md section 2.4). A portal with a higher limit, such as the
+190 of a private app on Professional or Enterprise, sets the tenant's
+``settings["hubspot_ten_second_limit"]``, which overrides it."""
 DAILY_LIMIT = 1_000_000
 """HubSpot's requests per day per portal (Enterprise); ``settings["hubspot_daily_limit"]`` overrides."""
 SEARCH_PER_SECOND = 5
