@@ -33,6 +33,9 @@ import redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+from rq.scripts import release_lock
+from rq.utils import utcparse
 
 from core.config import Config
 
@@ -55,6 +58,9 @@ MAINTENANCE_S = 10
 WORKER_TTL_S = 30
 """A worker's own registration expires this long after its last sign of life; an idle worker
 wakes from its blocking dequeue every ``WORKER_TTL_S - 15`` seconds to run its maintenance."""
+SCHEDULER_DEAD_AFTER_S = 10
+"""A scheduler whose heartbeat (rq beats every second) is this old died with its worker; the lock it
+held on a queue's scheduled jobs is released for a live worker's scheduler to take."""
 _RQ_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 JOB_MODULES = (
     "sync.jobs",
@@ -174,9 +180,17 @@ def preload_job_modules() -> None:
     opened by each work horse, as they are not safe to share across a fork (an onnxruntime
     session or a connection made before the fork would be used by two processes). The one thread
     an import starts, the BLAS pool scipy brings, is rebuilt after a fork by OpenBLAS itself.
+
+    The CRM manifests are parsed here too: they are plain frozen data, and every job that builds a
+    connector reads one. Parsed in each work horse instead, they took a fifth of a small job's
+    time (a sync of 30 records).
     """
+    from manifests.loader import CRMS, load_manifest
+
     for name in JOB_MODULES:
         importlib.import_module(name)
+    for crm in CRMS:
+        load_manifest(crm)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,6 +396,33 @@ class _FieldwiseWorker(Worker):
         if job.timeout and job.timeout > 0:
             return int(min(job.timeout - working_time, HEARTBEAT_S)) + grace
         return HEARTBEAT_S + grace
+
+    def run_maintenance_tasks(self) -> None:
+        """Release the scheduler locks of dead workers, then run rq's maintenance.
+
+        One worker's scheduler process holds each queue's scheduler lock and moves due jobs
+        (retries waiting out their interval, delayed jobs) onto the queue. rq keeps a lock for 60 s
+        after its holder's last heartbeat, so when that worker was SIGKILLed, the retry of the job
+        it was running waited about a minute more before any worker could run it. rq's
+        maintenance starts this worker's scheduler once the lock is free.
+        """
+        self._release_dead_scheduler_locks()
+        super().run_maintenance_tasks()
+
+    def _release_dead_scheduler_locks(self) -> None:
+        for queue in self.queues:
+            lock_key = RQScheduler.get_locking_key(queue.name)
+            holder = self.connection.get(lock_key)
+            if holder is None:
+                continue
+            name = holder.decode() if isinstance(holder, bytes) else str(holder)
+            beat = self.connection.hget(SCHEDULER_KEY_TEMPLATE % name, "last_heartbeat")
+            if beat is None:
+                continue  # not yet registered (starting) or already gone: its lock expires alone
+            last = utcparse(beat.decode() if isinstance(beat, bytes) else str(beat))
+            silent_s = (datetime.now(UTC) - last).total_seconds()
+            if silent_s > SCHEDULER_DEAD_AFTER_S and release_lock(self.connection, lock_key, name):
+                log.warning("released the scheduler lock of %s, silent for %.0f s", name, silent_s)
 
 
 # --------------------------------------------------------------------------------------------------

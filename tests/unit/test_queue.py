@@ -154,3 +154,30 @@ def test_a_delayed_job_waits_its_delay_then_runs(backend, tmp_path):
             )
         time.sleep(0.2)
     assert out.read_text() == "later\n"
+
+
+@pytest.mark.redis
+def test_a_dead_workers_scheduler_lock_is_released_and_a_live_ones_is_kept(redis_url):
+    from datetime import UTC, datetime, timedelta
+
+    from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+    from rq.utils import utcformat
+
+    queue = RedisQueue(redis_url)
+    connection = queue.connection
+    beats = {
+        "dead": datetime.now(UTC) - timedelta(seconds=40),
+        "alive": datetime.now(UTC) - timedelta(seconds=1),
+    }
+    holders = {"high": "dead", "default": "alive", "low": "starting"}  # "starting": no hash yet
+    for name, beat in beats.items():
+        connection.hset(SCHEDULER_KEY_TEMPLATE % name, "last_heartbeat", utcformat(beat))
+    for queue_name, holder in holders.items():
+        connection.set(RQScheduler.get_locking_key(queue_name), holder, ex=60)
+    worker = queue.worker()
+    try:
+        worker._release_dead_scheduler_locks()
+        held = {q: connection.get(RQScheduler.get_locking_key(q)) for q in holders}
+        assert held == {"high": None, "default": b"alive", "low": b"starting"}
+    finally:
+        connection.close()
