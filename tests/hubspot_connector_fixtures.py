@@ -81,7 +81,12 @@ def make_env(
     settings: dict[str, Any] | None = None,
     expires_in_s: float = 1800,
 ) -> Env:
-    """Register the sandbox's installed app as an active tenant with its current tokens."""
+    """Register the sandbox's installed app as an active tenant with its current tokens.
+
+    The tenant's request budget is the portal's own burst limit, as an admin sets it, unless
+    ``settings`` names another.
+    """
+    settings = {"hubspot_ten_second_limit": sb.limiter.ten_second_limit, **(settings or {})}
     config = config_for(sb, tmp_path, redis_url)
     registry = TenantRegistry(Store.from_config(config), TokenCipher.from_config(config))
     tenant = Tenant(
@@ -92,7 +97,7 @@ def make_env(
         scopes=("oauth", "crm.objects.contacts.read", "crm.objects.contacts.write"),
         status="active",
         integration_user_id=str(sb.app_id),
-        settings=settings or {},
+        settings=settings,
     )
     tokens = Tokens(
         sb.access_token, sb.refresh_token, datetime.now(UTC) + timedelta(seconds=expires_in_s)

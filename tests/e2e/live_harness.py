@@ -66,13 +66,16 @@ def live_redis_url(db: int = 14) -> str:
 
     The live tests flush it and run worker processes on it, so it is not the database the unit
     tests flush (15): sessions running other tests at the same time cannot wipe a live run's
-    queues. ``FIELDWISE_TEST_LIVE_REDIS_URL`` overrides it.
+    queues. ``db`` counts from 15; in the second of ``make test``'s two test processes every
+    number is six lower, as ``tests/conftest.py`` moves the unit tests' database there.
+    ``FIELDWISE_TEST_LIVE_REDIS_URL`` overrides it.
     """
     import pytest
 
     # The same variables tests/conftest.py reads for the unit tests' database.
     base = urlparse(os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    url = os.environ.get("FIELDWISE_TEST_LIVE_REDIS_URL", base._replace(path=f"/{db}").geturl())
+    number = int(base.path.strip("/") or 0) - (15 - db)
+    url = os.environ.get("FIELDWISE_TEST_LIVE_REDIS_URL", base._replace(path=f"/{number}").geturl())
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
         client.ping()
@@ -250,27 +253,31 @@ class LiveSync:
                 limits["ten_second_limit"] = self.hubspot_ten_second_limit
             self.hubspot = HubSpotSandbox(self.folder / "hubspot", **limits).start()
             self._stack.callback(self.hubspot.stop)
-            self.histories["hubspot"] = self._history(self.seed, self.hubspot_leads)
-            self.hubspot.load_history(self.histories["hubspot"])
         if "salesforce" in self.crms:
             self.salesforce = SalesforceSandbox(self.folder / "salesforce").start()
             self._stack.callback(self.salesforce.stop)
-            self.histories["salesforce"] = self._history(self.seed + 1, self.salesforce_leads)
-            self.salesforce.load_history(self.histories["salesforce"])
         # The server is bound first (to learn its port, which is the public URL), the app after.
         self._server = make_server(
             "127.0.0.1", 0, self._dispatch, threaded=True, request_handler=_Quiet
         )
         self.public_url = f"http://127.0.0.1:{self._server.server_port}"
         self.config = self._config()
+        # Workers take seconds to import their job modules: they start now and register while
+        # the histories load; nothing reaches them before the first install.
+        starting = self._launch_workers(self.workers)
+        if self.hubspot is not None:
+            self.histories["hubspot"] = self._history(self.seed, self.hubspot_leads)
+            self.hubspot.load_history(self.histories["hubspot"])
+        if self.salesforce is not None:
+            self.histories["salesforce"] = self._history(self.seed + 1, self.salesforce_leads)
+            self.salesforce.load_history(self.histories["salesforce"])
         self._app = create_app(self.config)
         self.services = self._app.extensions["fieldwise.services"]
         self.store = self.services.store
         thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         thread.start()
         self._stack.callback(self._stop_server)
-        for _ in range(self.workers):
-            self.start_worker()
+        starting()
         for crm, faults in self.faults.items():
             self.set_faults(crm, **faults)
         for crm in self.crms:
@@ -335,29 +342,39 @@ class LiveSync:
 
     def start_worker(self, timeout: float = 30.0) -> WorkerProcess:
         """Start one ``fieldwise worker`` and wait until it has registered with rq."""
+        self._launch_workers(1, timeout)()
+        return self.worker_procs[-1]
+
+    def _launch_workers(self, count: int, timeout: float = 60.0) -> Callable[[], None]:
+        """Start ``count`` workers side by side; returns the wait until all have registered."""
         before = {w.name for w in Worker.all(connection=self.redis)}
-        index = len(self.worker_procs)
-        log_path = self.folder / f"worker-{index}.log"
-        handle = log_path.open("ab")
-        self._stack.callback(handle.close)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "core", "worker"],
-            cwd=REPO,
-            env=self.worker_env(),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        worker = WorkerProcess(proc, log_path)
-        self.worker_procs.append(worker)
+        launched = []
+        for _ in range(count):
+            log_path = self.folder / f"worker-{len(self.worker_procs)}.log"
+            handle = log_path.open("ab")
+            self._stack.callback(handle.close)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "core", "worker"],
+                cwd=REPO,
+                env=self.worker_env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            launched.append(WorkerProcess(proc, log_path))
+            self.worker_procs.append(launched[-1])
 
         def registered() -> bool:
-            if not worker.alive:
-                raise AssertionError(f"worker exited at start:\n{worker.log()[-3000:]}")
-            return bool({w.name for w in Worker.all(connection=self.redis)} - before)
+            for worker in launched:
+                if not worker.alive:
+                    raise AssertionError(f"worker exited at start:\n{worker.log()[-3000:]}")
+            return len({w.name for w in Worker.all(connection=self.redis)} - before) >= count
 
-        wait_until(registered, timeout, interval=0.1, what="a worker to register with rq")
-        return worker
+        def wait() -> None:
+            if count:
+                wait_until(registered, timeout, interval=0.1, what=f"{count} worker(s) to register")
+
+        return wait
 
     def kill_worker(self, index: int = 0) -> None:
         """SIGKILL a worker and its work horse, as a crashed machine would."""
