@@ -8,12 +8,33 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
 from core.config import Config
 
-TEST_REDIS_URL = os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+DATABASES_PER_SESSION = 6
+"""Redis databases one test process uses: the unit tests' (15 by default), the live tests' (one
+below it) and the fuzz tests' (five below it)."""
+
+
+def _session_redis_url() -> str:
+    """The unit tests' Redis database for this test process.
+
+    ``make test`` runs the suite in two processes (pytest-xdist); each flushes its own databases,
+    so the second (``gw1``) uses the six below the first's. ``live_harness.live_redis_url`` counts
+    down from this one, so every database follows.
+    """
+    url = urlparse(os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    shift = DATABASES_PER_SESSION * int(worker.removeprefix("gw") or 0)
+    session_url = url._replace(path=f"/{int(url.path.strip('/') or 0) - shift}").geturl()
+    os.environ["FIELDWISE_TEST_REDIS_URL"] = session_url
+    return session_url
+
+
+TEST_REDIS_URL = _session_redis_url()
 """Tests use their own Redis database number and flush it; never point this at real data."""
 REDIS_REQUIRED = os.environ.get("FIELDWISE_REQUIRE_REDIS") == "1"
 
