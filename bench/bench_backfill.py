@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -64,11 +66,22 @@ class TimedLiveSync(LiveSync):
     install_started_at: float = 0.0
     """The same moment on the wall clock (rq stamps jobs with it)."""
 
+    startup_cpu: float = 0.0
+    """CPU seconds the worker processes had used when the clock started (importing, registering)."""
+
     def install(self, crm: str) -> str:
         if not self.install_started:
             self.install_started = time.perf_counter()
             self.install_started_at = time.time()
+            self.startup_cpu = sum(_process_cpu(w.proc.pid) for w in self.worker_procs)
         return super().install(crm)
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds a process and its reaped children have used (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: utime, stime, cutime and cstime are fields 14 to 17 of the file.
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def job_phases(live: LiveSync, since: float) -> tuple[list[str], float]:
@@ -111,6 +124,9 @@ def main() -> None:
         help="HubSpot calls per rolling 10 s (110: public OAuth app; 190: private app)",
     )  # fmt: skip
     args = parser.parse_args()
+    # Worker processes and their work horses are children of this process; once the harness has
+    # stopped and reaped them, their CPU time is in RUSAGE_CHILDREN.
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryDirectory() as folder:
         live = TimedLiveSync(
             Path(folder), args.redis, workers=args.workers, crms=("hubspot",),
@@ -138,6 +154,15 @@ def main() -> None:
             expected = {e: len(getattr(history, HISTORY_COUNTS[e])) for e in BACKFILL_ENTITIES}
             writes = sum(n for name, n in by_endpoint.items() if "batch/update" in name)
             failed = live.failed_count()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (
+        sum(
+            getattr(children_after, f) - getattr(children_before, f)
+            for f in ("ru_utime", "ru_stime")
+        )
+        - live.startup_cpu
+    )
+    cores = len(os.sched_getaffinity(0))
     calls = len(api)
     rate = limit / 10.0
     floor = calls / rate
@@ -155,6 +180,11 @@ def main() -> None:
         f"{limit} per 10 s (public OAuth app: {PUBLIC_APP_LIMIT}, crm_apis.md 2.4; Fieldwise's "
         f"budget told {budget}) -> floor {floor:.1f} s; wall / floor {ratio:.2f}; "
         f"failed jobs {failed}"
+    )
+    print(
+        f"worker CPU {worker_cpu:.0f} s from the install on (every job, and the workers' polling) on "
+        f"{cores} cores -> the CPU alone needs at least {worker_cpu / cores:.1f} s "
+        f"= {worker_cpu / cores / floor:.2f}x the rate-limit floor"
     )
     print("calls by endpoint: " + ", ".join(f"{k} {v}" for k, v in by_endpoint.most_common(8)))
     print(
