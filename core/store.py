@@ -72,9 +72,13 @@ TABLES: dict[str, str] = {
 
 KEY_COLUMNS = ("tenant_id", "crm_id")
 MEMO_ENTRIES = 32
-LOOKUP_INDEXES: dict[str, tuple[str, ...]] = {"activity": ("opportunity_id", "account_id")}
-"""Columns with a B-tree index, per entity: a deal's or account's activities are looked up by
-them, and without one LanceDB scans the whole table (about 40 ms at 200k activities, 3 ms with)."""
+INDEXES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "note": (("body", FTS(with_position=False)),),
+    "activity": (("opportunity_id", BTree()), ("account_id", BTree())),
+}
+"""Indexed columns per entity, each with its LanceDB index: the notes' full text (BM25 search
+needs it), and the ids a deal's or account's activities are looked up by (without them LanceDB
+scans the whole table: about 40 ms at 200k activities, 3 ms with)."""
 _stale_reads: contextvars.ContextVar[list[tuple[Any, ...]] | None] = contextvars.ContextVar(
     "fieldwise_stale_reads", default=None
 )
@@ -410,10 +414,8 @@ class Store:
         )
         inserted = int(result.num_inserted_rows)
         updated = int(result.num_updated_rows)
-        if entity == "note" and inserted:
-            self._ensure_text_index(table)
-        if entity in LOOKUP_INDEXES and inserted:
-            self._ensure_lookup_indexes(entity, table)
+        if inserted:
+            self._ensure_indexes(entity, table)
         log.debug("upsert %s/%s: %d inserted, %d updated", tenant_id, table_name, inserted, updated)
         return UpsertResult(
             inserted, updated, duplicates + len(batch) - inserted - updated, embedded
@@ -541,7 +543,7 @@ class Store:
         table = self._table("note")
         if table is None or not text.strip():
             return []
-        self._ensure_text_index(table)
+        self._ensure_indexes("note", table)
         where = _where(tenant_id, arrow_schema("note"), filters)
         hits = (
             table.search(text, query_type="fts", fts_columns="body")
@@ -1326,25 +1328,20 @@ class Store:
             self._embedder = get_embedder()
         return self._embedder
 
-    def _ensure_text_index(self, table: Any) -> None:
-        # LanceDB's native FTS also searches rows added after the index was built (a flat scan of
-        # the unindexed part), so the index is created once and refreshed by ``optimize`` jobs.
-        if not any(idx.index_type == "FTS" for idx in table.list_indices()):
-            table.create_index("body", config=FTS(with_position=False), replace=True)
-
-    def _ensure_lookup_indexes(self, entity: str, table: Any) -> None:
-        # Like the text index: rows added after it was built are scanned until ``optimize``
-        # folds them in, so it is created once. Two processes may race to create it; the loser's
-        # commit fails and changes nothing, and the winner's index serves both.
-        if entity in self._indexed:
+    def _ensure_indexes(self, entity: str, table: Any) -> None:
+        # An index is created once, after the first rows arrive. LanceDB's indexes also serve rows
+        # added after they were built (a flat scan of the unindexed part) until ``optimize`` jobs
+        # fold those in. Two processes may race to create one; the loser's commit fails and
+        # changes nothing, and the winner's index serves both.
+        if entity in self._indexed or entity not in INDEXES:
             return
         present = {column for idx in table.list_indices() for column in idx.columns}
-        for column in LOOKUP_INDEXES[entity]:
+        for column, config in INDEXES[entity]:
             if column in present:
                 continue
             try:
-                table.create_index(column, config=BTree())
-            except Exception as exc:  # an index only speeds reads up: never fail a write for it
+                table.create_index(column, config=config)
+            except Exception as exc:  # never fail a write for an index: the next one tries again
                 log.warning("no %s index on %s yet: %s", column, TABLES[entity], exc)
                 return
         self._indexed.add(entity)
