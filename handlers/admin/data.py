@@ -5,16 +5,13 @@
   keeps only the top rows while it scans; the total is a ``count_rows`` with the same filter.
   Neither turns rows into Python objects beyond the 50 shown.
 * The weekly grade distribution reads three columns of the score ledger and counts them with
-  array operations; it is cached per tenant and kind for :data:`AGGREGATE_TTL_S`, and for longer
-  while the ledger has not changed.
+  array operations; the store keeps the counts per tenant and kind until the ledger changes.
 * Overview figures come from the registry, the queue backend and the shared request counter.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -33,7 +30,6 @@ from sync.jobs import BACKFILL_ENTITIES, backfill_progress
 PAGE_SIZE = 50
 MAX_PAGE = 200
 """Deepest page served; filters narrow further back than 10,000 rows."""
-AGGREGATE_TTL_S = 60.0
 DAY_S = 86_400.0
 MICROS_PER_DAY = 86_400_000_000
 _EPOCH_DAY = date(1970, 1, 1)
@@ -240,34 +236,6 @@ def overview(services: Services, failed_limit: int = 25) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Aggregates for the model card
 
-_cache: dict[tuple[str, ...], tuple[float, Any, Hashable]] = {}
-_cache_lock = threading.Lock()
-
-
-def cached(
-    key: tuple[str, ...],
-    build: Callable[[], Any],
-    ttl_s: float = AGGREGATE_TTL_S,
-    version: Hashable = None,
-) -> Any:
-    """``build()``'s value, kept per key in this process.
-
-    A kept value is used for ``ttl_s`` after it was built, and after that for as long as
-    ``version`` (the version of the data it was built from, read before building; None when
-    unknown) is unchanged: the same data gives the same figures, however long ago they were built.
-    """
-    with _cache_lock:
-        hit = _cache.get(key)
-    if hit is not None:
-        built_at, value, built_from = hit
-        fresh = time.monotonic() - built_at < ttl_s
-        if fresh or (version is not None and built_from == version):
-            return value
-    value = build()
-    with _cache_lock:
-        _cache[key] = (time.monotonic(), value, version)
-    return value
-
 
 def grade_weeks(
     services: Services, tenant_id: str, kind: str, labels: Sequence[str], weeks: int = 26
@@ -284,11 +252,9 @@ def grade_weeks(
         )  # fmt: skip
         return weekly_grade_counts(table, labels, weeks)
 
-    store = services.store
-    key = ("grade_weeks", store.uri, tenant_id, kind, str(weeks), *labels)
-    # Read before building: a ledger write during the build makes the next view build again.
-    version = store.table_versions(["score_ledger"])
-    result: list[dict[str, Any]] = cached(key, build, version=version)
+    # Kept until the next ledger write, by this process or another.
+    key = ("grade_weeks", kind, weeks, *labels)
+    result: list[dict[str, Any]] = services.store.memo(tenant_id, key, ["score_ledger"], build)
     return result
 
 
