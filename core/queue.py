@@ -180,17 +180,9 @@ def preload_job_modules() -> None:
     opened by each work horse, as they are not safe to share across a fork (an onnxruntime
     session or a connection made before the fork would be used by two processes). The one thread
     an import starts, the BLAS pool scipy brings, is rebuilt after a fork by OpenBLAS itself.
-
-    The CRM manifests are parsed here too: they are plain frozen data, and every job that builds a
-    connector reads one. Parsed in each work horse instead, they took a fifth of a small job's
-    time (a sync of 30 records).
     """
-    from manifests.loader import CRMS, load_manifest
-
     for name in JOB_MODULES:
         importlib.import_module(name)
-    for crm in CRMS:
-        load_manifest(crm)
 
 
 # --------------------------------------------------------------------------------------------------
