@@ -35,7 +35,7 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
-from rq.utils import utcparse
+from rq.utils import as_text, utcparse
 
 from core.config import Config
 
@@ -407,11 +407,11 @@ class _FieldwiseWorker(Worker):
             holder = self.connection.get(lock_key)
             if holder is None:
                 continue
-            name = holder.decode() if isinstance(holder, bytes) else str(holder)
+            name = as_text(holder)
             beat = self.connection.hget(SCHEDULER_KEY_TEMPLATE % name, "last_heartbeat")
             if beat is None:
                 continue  # not yet registered (starting) or already gone: its lock expires alone
-            last = utcparse(beat.decode() if isinstance(beat, bytes) else str(beat))
+            last = utcparse(as_text(beat))
             silent_s = (datetime.now(UTC) - last).total_seconds()
             if silent_s > SCHEDULER_DEAD_AFTER_S and release_lock(self.connection, lock_key, name):
                 log.warning("released the scheduler lock of %s, silent for %.0f s", name, silent_s)
