@@ -28,8 +28,16 @@ def _session_redis_url() -> str:
     """
     url = urlparse(os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    shift = DATABASES_PER_SESSION * int(worker.removeprefix("gw") or 0)
-    session_url = url._replace(path=f"/{int(url.path.strip('/') or 0) - shift}").geturl()
+    process = int(worker.removeprefix("gw") or 0)
+    database = int(url.path.strip("/") or 0) - DATABASES_PER_SESSION * process
+    if database < DATABASES_PER_SESSION - 1:
+        # Every database this process uses must exist: this one and the five below it.
+        raise pytest.UsageError(
+            f"FIELDWISE_TEST_REDIS_URL names database {url.path.strip('/') or 0}; test process "
+            f"{worker} would use databases {database - DATABASES_PER_SESSION + 1} to {database}. "
+            "Name database 11 or higher (15, the default, leaves room for two test processes)."
+        )
+    session_url = url._replace(path=f"/{database}").geturl()
     os.environ["FIELDWISE_TEST_REDIS_URL"] = session_url
     return session_url
 
