@@ -211,7 +211,7 @@ def _score_batch(
             settings.hysteresis_margin,
             settings.material_change_points,
         )
-        explanation = explained.get(crm_id) or Explanation((), (), preface)
+        explanation = explained.get(crm_id) or Explanation((), (), preface, [])
         result = ScoreResult(
             crm_id=crm_id,
             kind=kind,
