@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from live_harness import LiveSync
 
+from connectors.hubspot.client import SAFETY_MARGIN, WINDOW_SLACK_S
 from sync.jobs import BACKFILL_ENTITIES
 
 TARGET = 1.5
@@ -185,6 +186,17 @@ def main() -> None:
         f"worker CPU {worker_cpu:.0f} s from the install on (every job, and the workers' polling) on "
         f"{cores} cores -> the CPU alone needs at least {worker_cpu / cores:.1f} s "
         f"= {worker_cpu / cores / floor:.2f}x the rate-limit floor"
+    )
+    # Fieldwise paces itself below the limit (connectors/hubspot/client.py): the highest steady
+    # rate its budget allows is what a phase that waits on the API can reach.
+    paced = SAFETY_MARGIN * limit / (10.0 + WINDOW_SLACK_S)
+    during = sum(1 for e in api if e["t"] - live.install_started_at <= synced)
+    after = calls - during
+    print(
+        f"API calls while the streams ran: {during} in {synced:.1f} s = {during / synced:.1f}/s; "
+        f"after: {after} in {wall - synced:.1f} s = {after / max(wall - synced, 1e-9):.1f}/s "
+        f"(Fieldwise's own budget allows {paced:.1f}/s: {SAFETY_MARGIN:.0%} of the limit, counted "
+        f"over {10.0 + WINDOW_SLACK_S:.0f} s)"
     )
     print("calls by endpoint: " + ", ".join(f"{k} {v}" for k, v in by_endpoint.most_common(8)))
     print(
