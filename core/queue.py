@@ -177,11 +177,11 @@ def preload_job_modules() -> None:
     """Import :data:`JOB_MODULES` in this process, for the work horses it forks to inherit.
 
     Modules are loaded, and the embedding model's rewritten bytes built
-    (:func:`core.embeddings.integer_model`, half a second each time otherwise). The model's
-    session, LanceDB tables and CRM clients are still opened by each work horse, as they are not
-    safe to share across a fork (an onnxruntime session or a connection made before the fork
-    would be used by two processes). The one thread an import starts, the BLAS pool scipy brings,
-    is rebuilt after a fork by OpenBLAS itself.
+    (:func:`core.embeddings.integer_model`; otherwise every work horse that embeds spends 0.1 s
+    on it). The model's session, LanceDB tables and CRM clients are still opened by each work
+    horse, as they are not safe to share across a fork (an onnxruntime session or a connection
+    made before the fork would be used by two processes). The one thread an import starts, the
+    BLAS pool scipy brings, is rebuilt after a fork by OpenBLAS itself.
     """
     for name in JOB_MODULES:
         importlib.import_module(name)
