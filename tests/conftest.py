@@ -5,39 +5,31 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
 from core.config import Config
 
-DATABASES_PER_SESSION = 6
-"""Redis databases one test process uses: the unit tests' (15 by default), the live tests' (one
-below it) and the fuzz tests' (five below it)."""
+# The live harness and its helpers live beside the end-to-end tests; the benches import them too.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "e2e"))
+
+from redis_databases import base_url, process_base_url
 
 
 def _session_redis_url() -> str:
-    """The unit tests' Redis database for this test process.
+    """The unit tests' Redis database for this test process (``redis_databases``).
 
-    ``make test`` runs the suite in two processes (pytest-xdist); each flushes its own databases,
-    so the second (``gw1``) uses the six below the first's. ``live_harness.live_redis_url`` counts
-    down from this one, so every database follows.
+    ``make test`` runs the suite in two processes (pytest-xdist); each flushes its own databases.
+    The environment is updated so the live harness counts down from this process's base.
     """
-    url = urlparse(os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-    process = int(worker.removeprefix("gw") or 0)
-    database = int(url.path.strip("/") or 0) - DATABASES_PER_SESSION * process
-    if database < DATABASES_PER_SESSION - 1:
-        # Every database this process uses must exist: this one and the five below it.
-        raise pytest.UsageError(
-            f"FIELDWISE_TEST_REDIS_URL names database {url.path.strip('/') or 0}; test process "
-            f"{worker} would use databases {database - DATABASES_PER_SESSION + 1} to {database}. "
-            "Name database 11 or higher (15, the default, leaves room for two test processes)."
-        )
-    session_url = url._replace(path=f"/{database}").geturl()
+    try:
+        session_url = process_base_url(base_url(), os.environ.get("PYTEST_XDIST_WORKER", "gw0"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     os.environ["FIELDWISE_TEST_REDIS_URL"] = session_url
     return session_url
 

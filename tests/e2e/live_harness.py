@@ -34,6 +34,7 @@ from urllib.parse import urlparse
 
 import redis
 import requests
+from redis_databases import LIVE_BELOW, base_url, below
 from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import (
@@ -61,21 +62,17 @@ REPO = Path(__file__).resolve().parents[2]
 API = "v62.0"
 
 
-def live_redis_url(db: int = 14) -> str:
+def live_redis_url(below_base: int = LIVE_BELOW) -> str:
     """A Redis database for live tests, reachable or the test is skipped (failed when required).
 
     The live tests flush it and run worker processes on it, so it is not the database the unit
-    tests flush (15): sessions running other tests at the same time cannot wipe a live run's
-    queues. ``db`` counts from 15; in the second of ``make test``'s two test processes every
-    number is six lower, as ``tests/conftest.py`` moves the unit tests' database there.
+    tests flush: it lies ``below_base`` under this test process's base (``redis_databases``), so
+    sessions running other tests at the same time cannot wipe a live run's queues.
     ``FIELDWISE_TEST_LIVE_REDIS_URL`` overrides it.
     """
     import pytest
 
-    # The same variables tests/conftest.py reads for the unit tests' database.
-    base = urlparse(os.environ.get("FIELDWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    number = int(base.path.strip("/") or 0) - (15 - db)
-    url = os.environ.get("FIELDWISE_TEST_LIVE_REDIS_URL", base._replace(path=f"/{number}").geturl())
+    url = os.environ.get("FIELDWISE_TEST_LIVE_REDIS_URL", below(base_url(), below_base))
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
         client.ping()

@@ -18,6 +18,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live_harness import live_redis_url
+from redis_databases import FUZZ_BELOW
 
 from core.config import Config, Secret
 from core.tenants import Tenant, Tokens, tenant_id_for
@@ -78,7 +79,7 @@ hubspot_bodies = (
 
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory):
-    url = live_redis_url(db=10)
+    url = live_redis_url(FUZZ_BELOW)
     client = redis.Redis.from_url(url)
     client.flushdb()
     config = Config.for_demo(

@@ -36,6 +36,7 @@ from admin_fixtures import scored_console
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from live_harness import live_redis_url
+from redis_databases import FUZZ_BELOW
 
 from core.config import Secret
 from core.tenants import Tenant
@@ -146,7 +147,7 @@ def _csrf(page: str) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    url = live_redis_url(db=10)
+    url = live_redis_url(FUZZ_BELOW)
     client = redis.Redis.from_url(url)
     client.flushdb()
     with scored_console(
