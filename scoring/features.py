@@ -89,6 +89,10 @@ class FeatureFrame:
     """Index ``crm_id``; ``region``, ``segment`` (company size band), ``source``."""
     info: dict[str, Any] = field(default_factory=dict)
     """How the frame was built: horizon, excluded and sensitive fields, consent drops."""
+    sources: pd.DataFrame = field(default_factory=lambda: no_sources())
+    """Index crm_id: the notes and activities the features were computed from, every one that
+    ``evidence`` names among them, as :func:`cited_sources` describes them; explaining a batch
+    cites its evidence from here without reading the store again."""
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -106,6 +110,7 @@ class FeatureFrame:
             evidence={i: self.evidence[i] for i in index if i in self.evidence},
             segments=self.segments.loc[index],
             info=dict(self.info),
+            sources=self.sources,
         )
 
 
@@ -345,7 +350,7 @@ def build_features(
         tenant_id,
         "activity",
         None,
-        ["crm_id", "type", "occurred_at", "direction", "owner_id", link],
+        ["crm_id", "type", "subject", "occurred_at", "direction", "owner_id", link],
         {link: ids} if ids is not None else None,
     )
     notes = _read(
@@ -353,7 +358,7 @@ def build_features(
         tenant_id,
         "note",
         None,
-        ["crm_id", "title", "body", "created_at", link],
+        ["crm_id", "title", "body", "created_at", "updated_at", link],
         {link: ids} if ids is not None else None,
     )
     users = _read(store, tenant_id, "user", None, ["crm_id", "territory", "custom"])
@@ -498,6 +503,7 @@ def frame_from_records(
         },
         index=index,
     )
+    evidence = {i: ev for i, ev in evidence.items() if ev and i in frame.index}
     has_label = labels.notna().any()
     return FeatureFrame(
         kind=kind,
@@ -505,7 +511,7 @@ def frame_from_records(
         cat_features=cats,
         labels=labels.astype(float) if has_label else None,
         as_of=as_of,
-        evidence={i: ev for i, ev in evidence.items() if ev and i in frame.index},
+        evidence=evidence,
         segments=segments,
         info={
             "horizon_days": context.horizon_days,
@@ -517,6 +523,7 @@ def frame_from_records(
             "excluded_sensitive_fields": sorted(set(sensitive) | set(PERSONAL_FIELDS)),
             "skipped_custom_fields": skipped,
         },
+        sources=cited_sources(activities, notes),
     )
 
 
@@ -736,6 +743,57 @@ def _add_evidence(
         return
     for record_id, ids in rows.groupby(link)["crm_id"]:
         evidence.setdefault(str(record_id), {})[feature] = [str(i) for i in ids]
+
+
+SOURCE_COLUMNS = ("kind", "at", "title", "body")
+
+
+def no_sources() -> pd.DataFrame:
+    """A sources frame with nothing in it (see :func:`cited_sources`)."""
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in SOURCE_COLUMNS})
+    frame["at"] = pd.Series(dtype="datetime64[us, UTC]")
+    return frame.rename_axis("crm_id")
+
+
+def cited_sources(activities: pd.DataFrame | None, notes: pd.DataFrame | None) -> pd.DataFrame:
+    """The notes and activities a reason may cite, as it cites them, from rows already read.
+
+    Columns are selected and renamed, nothing is done per row: a batch cites a few hundred of
+    the thousands of rows its features read, and :func:`scoring.reasons.explain_batch` cleans
+    only those.
+
+    Args:
+        activities: activity rows (``crm_id``, ``type``, ``occurred_at``, ``subject``; a ``body``
+            is searched for competitor names where present).
+        notes: note rows (``crm_id``, ``title``, ``body``, ``created_at``, ``updated_at``).
+
+    Returns:
+        Index crm_id, a note after an activity with the same id: ``kind`` (``note`` or the
+        activity's type), ``at`` (when it happened or was written; a note without a creation
+        time falls back to its last change), ``title`` (or subject) and ``body``.
+    """
+    parts = []
+    for rows, is_note in ((activities, False), (notes, True)):
+        if rows is None or rows.empty or "crm_id" not in rows:
+            continue
+        if is_note:
+            at = _utc(_col(rows, "created_at")).fillna(_utc(_col(rows, "updated_at")))
+        else:
+            at = _utc(_col(rows, "occurred_at"))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "kind": "note" if is_note else _col(rows, "type").array,
+                    "at": at.array,
+                    "title": _col(rows, "title" if is_note else "subject").array,
+                    "body": _col(rows, "body").array,
+                },
+                index=pd.Index(rows["crm_id"].astype(str), name="crm_id"),
+            )
+        )
+    if not parts:
+        return no_sources()
+    return pd.concat(parts) if len(parts) > 1 else parts[0]
 
 
 def _custom_columns(

@@ -227,4 +227,5 @@ def _concat(base: FeatureFrame, extra: FeatureFrame, *, label: float) -> Feature
         evidence={**base.evidence, **extra.evidence},
         segments=pd.concat([base.segments, extra.segments.reindex(columns=base.segments.columns)]),
         info=dict(base.info),
+        sources=pd.concat([base.sources, extra.sources]),
     )

@@ -191,8 +191,7 @@ def _score_batch(
         contributions,
         features.frame,
         features.evidence,
-        store=store,
-        tenant_id=tenant_id,
+        sources=features.sources,
         preface=preface,
         competitors=competitors,
     )

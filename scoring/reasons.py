@@ -22,8 +22,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from core.store import Store
-
 MIN_CONTRIBUTION = 0.02
 """Drivers smaller than this (in log-odds) are noise, not reasons."""
 REASONS_MAX_CHARS = 1000
@@ -69,7 +67,7 @@ class Reason(NamedTuple):
     """The sentence without the citation."""
     evidence: tuple[Evidence, ...] = ()
     evidence_ids: tuple[str, ...] = ()
-    """Every id the feature named, including ones no longer in the store."""
+    """Every id the feature named, including any the batch had no details of."""
 
     @property
     def positive(self) -> bool:
@@ -371,22 +369,21 @@ def explain_batch(
     frame: pd.DataFrame,
     evidence: Mapping[str, Mapping[str, Sequence[str]]],
     *,
-    store: Store | None = None,
-    tenant_id: str | None = None,
+    sources: pd.DataFrame | None = None,
     preface: str | None = None,
     competitors: Sequence[str] = (),
     top_positive: int = TOP_POSITIVE,
     top_negative: int = TOP_NEGATIVE,
 ) -> dict[str, Explanation]:
-    """Reasons for every record of a batch, with evidence looked up in one read per table.
+    """Reasons for every record of a batch, citing the notes and activities behind them.
 
     Args:
         contributions: SHAP values, index crm_id, one column per feature (other columns, such as
             an expected-value column, are ignored).
         frame: the feature values the model saw, index crm_id.
         evidence: crm_id -> feature -> ids of the notes and activities behind it.
-        store: where to look the evidence up (dates and kinds); None cites ids only.
-        tenant_id: the tenant, needed with ``store``.
+        sources: those notes and activities, index crm_id (``FeatureFrame.sources``, read with
+            the features); None, or an id missing from it, cites the id alone.
         preface: a first line for every record (rule-based disclosure).
         competitors: competitor names to look for in cited notes and activities, so a competitor
             reason can name the one that was mentioned.
@@ -398,8 +395,7 @@ def explain_batch(
             contributions,
             frame,
             evidence,
-            store,
-            tenant_id,
+            sources,
             preface,
             competitors,
             top_positive,
@@ -411,8 +407,7 @@ def _explain_batch(
     contributions: pd.DataFrame,
     frame: pd.DataFrame,
     evidence: Mapping[str, Mapping[str, Sequence[str]]],
-    store: Store | None,
-    tenant_id: str | None,
+    sources: pd.DataFrame | None,
     preface: str | None,
     competitors: Sequence[str],
     top_positive: int,
@@ -434,8 +429,8 @@ def _explain_batch(
     bounds = np.searchsorted(cell_rows, np.arange(len(keys) + 1)).tolist()
     splits = (np.array(bounds[:-1]) + (ups_at >= 0).sum(axis=1)).tolist()
     names = np.array(columns, dtype=object)[cell_columns].tolist()
-    # Drivers that notes or activities stand behind cite them: their dates and kinds are read in
-    # one lookup per table.
+    # Drivers that notes or activities stand behind cite them, with the dates and kinds the
+    # features were computed from.
     backed: list[tuple[int, Mapping[str, Sequence[str]]]] = []
     wanted: set[str] = set()
     citing = {name for cited in evidence.values() for name in cited}
@@ -448,11 +443,7 @@ def _explain_batch(
         if cited and ids:
             backed.append((cell, cited))
             wanted.update(ids)
-    found = (
-        _lookup_evidence(store, tenant_id, sorted(wanted), competitors)
-        if store is not None and tenant_id
-        else {}
-    )
+    found = _cited(sources, wanted, competitors) if sources is not None and wanted else {}
     frame, positions = _row_positions(frame, keys)
     values, texts, plains = _phrase_cells(
         frame, columns, cell_columns, positions[cell_rows], raising
@@ -745,10 +736,8 @@ def _reason(
     )
 
 
-def _lookup_evidence(
-    store: Store, tenant_id: str, ids: Sequence[str], competitors: Sequence[str]
-) -> dict[str, Evidence]:
-    found: dict[str, Evidence] = {}
+def _cited(sources: pd.DataFrame, ids: set[str], competitors: Sequence[str]) -> dict[str, Evidence]:
+    """The evidence of ``ids`` found in ``sources``, with the competitors each one names."""
     names = [c for c in competitors if c]
     pattern = (
         re.compile(r"\b(" + "|".join(re.escape(c) for c in names) + r")\b", re.IGNORECASE)
@@ -756,43 +745,30 @@ def _lookup_evidence(
         else None
     )
     canonical = {c.lower(): c for c in names}
-
-    def mentions(*texts: str | None) -> tuple[str, ...]:
-        if pattern is None:
-            return ()
-        hits = {canonical[m.lower()] for t in texts if t for m in pattern.findall(t)}
-        return tuple(sorted(hits))
-
-    # Bodies are read only to find competitor names in them.
-    body = ["body"] if pattern is not None else []
-    for start in range(0, len(ids), 500):
-        chunk = list(ids[start : start + 500])
-        for row in store.query(
-            tenant_id,
-            "activity",
-            filters={"crm_id": chunk},
-            columns=["crm_id", "type", "subject", "occurred_at", *body],
-        ):
-            found[row["crm_id"]] = Evidence(
-                row["crm_id"],
-                row["type"] or "activity",
-                row["occurred_at"],
-                row["subject"],
-                mentions(row["subject"], row.get("body")),
+    rows = sources[sources.index.isin(list(ids))]
+    found: dict[str, Evidence] = {}
+    for crm_id, kind, at, title, body in zip(
+        rows.index.tolist(),
+        rows["kind"].tolist(),
+        rows["at"].tolist(),
+        rows["title"].tolist(),
+        rows["body"].tolist(),
+        strict=True,
+    ):
+        mentioned: tuple[str, ...] = ()
+        if pattern is not None:
+            texts = (t for t in (title, body) if isinstance(t, str))
+            mentioned = tuple(
+                sorted({canonical[m.lower()] for t in texts for m in pattern.findall(t)})
             )
-        for row in store.query(
-            tenant_id,
-            "note",
-            filters={"crm_id": chunk},
-            columns=["crm_id", "title", "created_at", "updated_at", *body],
-        ):
-            found[row["crm_id"]] = Evidence(
-                row["crm_id"],
-                "note",
-                row["created_at"] or row["updated_at"],
-                row["title"],
-                mentions(row["title"], row.get("body")),
-            )
+        # A later row of the same id wins: a note over an activity, as the features read them.
+        found[crm_id] = Evidence(
+            crm_id,
+            kind if isinstance(kind, str) and kind else "activity",
+            None if at is None or at is pd.NaT else at.to_pydatetime(),
+            title if isinstance(title, str) and title else None,
+            mentioned,
+        )
     return found
 
 

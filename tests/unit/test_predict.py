@@ -167,6 +167,20 @@ def test_a_trained_model_scores_open_leads_with_evidence_and_a_stable_second_pas
     assert all(r.reasons and r.next_step and r.segment for r in results)
     cited = [d for r in results for d in r.reasons_detail if d["evidence"]]
     assert cited and all("ref " in d["text"] for d in cited)
+    # Citations carry the kinds and dates the store holds (read once, with the features).
+    stored = {
+        row["crm_id"]: (row["type"], row["occurred_at"])
+        for row in services.store.query(
+            TENANT, "activity", columns=["crm_id", "type", "occurred_at"]
+        )
+    }
+    stored.update(
+        (row["crm_id"], ("note", row["created_at"]))
+        for row in services.store.query(TENANT, "note", columns=["crm_id", "created_at"])
+    )
+    for item in (e for d in cited for e in d["evidence"]):
+        kind, at = stored[item["id"]]
+        assert (item["kind"], item["at"]) == (kind, at.isoformat())
     second = score_records(services, TENANT, "lead")
     assert not any(r.crossed for r in second)
 

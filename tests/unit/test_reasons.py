@@ -9,6 +9,7 @@ import pandas as pd
 from scoring_service_fixtures import HashEmbedder
 
 from core.store import Store
+from scoring.features import cited_sources
 from scoring.reasons import (
     MIN_CONTRIBUTION,
     explain_batch,
@@ -54,8 +55,13 @@ def test_reasons_are_sentences_that_cite_the_notes_and_activities_behind_them(tm
     )  # fmt: skip
     evidence = {"L1": {"signal_budget": ["002N1"], "competitor_mentions": ["002N1"],
                        "n_calls": ["00T1"]}}  # fmt: skip
+    # The notes and activities as feature building reads and describes them.
+    sources = cited_sources(
+        store.to_arrow("t1", "activity").to_pandas(),
+        store.to_arrow("t1", "note").to_pandas(),
+    )
     explained = explain_batch(
-        shap, frame, evidence, store=store, tenant_id="t1", competitors=["Vantora", "Corvex"]
+        shap, frame, evidence, sources=sources, competitors=["Vantora", "Corvex"]
     )
     l1 = explained["L1"]
     assert [r.feature for r in l1.positive] == ["email_clicks", "signal_budget", "n_calls"]
@@ -74,6 +80,39 @@ def test_reasons_are_sentences_that_cite_the_notes_and_activities_behind_them(tm
     l2 = explained["L2"].text()
     assert "- No engagement in 75 days" in l2 and "- Industry: Retail" in l2
     assert "expected_value" not in l2
+
+
+def test_citations_come_from_the_rows_the_features_read_with_their_fallbacks():
+    """A note without a creation time is dated by its last change; an activity without a type is
+    an activity; a note and an activity sharing an id cite the note; competitors are found in a
+    body as in a title; an id the rows lack is cited by id alone."""
+    earlier = datetime(2026, 9, 1, 9, tzinfo=UTC)
+    activities = pd.DataFrame(
+        {"crm_id": ["A1", "S1"], "type": [None, "call"], "occurred_at": [earlier, earlier],
+         "subject": ["", "Shared id"]}
+    )  # fmt: skip
+    notes = pd.DataFrame(
+        {"crm_id": ["N1", "S1"], "title": ["Pricing", "Kept"], "body": ["Lost on price to corvex.", ""],
+         "created_at": [None, earlier], "updated_at": [NOW, NOW]}
+    )  # fmt: skip
+    sources = cited_sources(activities, notes)
+    frame = pd.DataFrame({"n_tasks": [1.0], "competitor_named": [1.0], "n_notes": [2.0]},
+                         index=pd.Index(["L1"], name="crm_id"))  # fmt: skip
+    shap = pd.DataFrame({"n_tasks": [0.5], "competitor_named": [-0.4], "n_notes": [0.3]},
+                        index=frame.index)  # fmt: skip
+    evidence = {"L1": {"n_tasks": ["A1"], "competitor_named": ["N1"], "n_notes": ["S1", "GONE"]}}
+    explained = explain_batch(shap, frame, evidence, sources=sources, competitors=["Corvex"])["L1"]
+    by_feature = {r.feature: r for r in explained.positive + explained.negative}
+    task = by_feature["n_tasks"].evidence[0]
+    assert (task.kind, task.at, task.title) == ("activity", earlier, None)
+    named = by_feature["competitor_named"]
+    assert named.text == "Competitor Corvex mentioned"
+    assert named.evidence[0].at == NOW and named.evidence[0].title == "Pricing"
+    notes_reason = by_feature["n_notes"]
+    assert [(e.id, e.kind) for e in notes_reason.evidence] == [("S1", "note")]
+    assert notes_reason.evidence_ids == ("S1", "GONE")
+    assert "(note on 1 Sep 2026, ref S1; 1 more)" in notes_reason.sentence()
+    assert json.loads(json.dumps(explained.detail))  # still JSON-ready
 
 
 def test_evidence_ids_are_cited_even_without_a_store():
@@ -157,7 +196,11 @@ def test_batch_reasons_follow_the_row_by_row_rule_through_ties_gaps_and_odd_valu
     frame = pd.DataFrame(
         {
             "email_clicks": rng.integers(0, 4, n).astype(float),
-            "days_since_engaged": rng.choice([1.0, 20.0, 75.0, np.nan], n),
+            # Halves round to even; 14 days is where "last ... ago" turns into "no ... in".
+            "days_since_engaged": rng.choice(
+                [1.0, 20.0, 75.0, np.nan, 0.4, 0.5, 1.5, 2.5, 14.4999, 14.5, 15.5, -0.0, np.inf], n
+            ),
+            "days_open": rng.choice([0.2, -0.3, 0.7, 1.49, 1.5, 3.0, np.nan], n),
             "industry": pd.array(rng.choice(["Software", "Retail", None], n), dtype="str"),
             "custom:Score__c": rng.choice([0.0, -0.0, 1.5], n),
             "custom:Rating__c": pd.Series(rng.choice(["Gold", None, np.nan, 3.5], n), dtype=object),
