@@ -441,6 +441,56 @@ class Store:
             table.update(where=where, values={"vector": None, "embedding_model": None})
         return int(cleared)
 
+    def refresh_note_vectors(self, tenant_id: str, limit: int) -> tuple[int, int]:
+        """Embed again, with the current model, notes whose vectors an older model made.
+
+        Vectors of two models do not share one space, so a store that outlives an embedding model
+        change is brought over a batch at a time (the reconcile sweep calls this). Notes without
+        a vector (their person forbade processing) are left alone. A note changed or cleared
+        since it was read keeps what it has now: each write requires the row's ``updated_at``
+        and model to be unchanged.
+
+        Args:
+            tenant_id: the tenant whose notes to refresh.
+            limit: at most this many notes (about 9 ms of CPU each).
+
+        Returns:
+            Notes refreshed, and notes still carrying an older model's vector.
+        """
+        _require_tenant(tenant_id)
+        table = self._table("note")
+        if limit < 1 or table is None:
+            return 0, 0
+        where = (
+            f"{_where(tenant_id, arrow_schema('note'), None)} AND embedding_model IS NOT NULL"
+            f" AND embedding_model != {_sql_literal(MODEL_ID)}"
+        )
+        stale = table.search().where(where).limit(limit).to_arrow()
+        if not stale.num_rows:
+            return 0, 0
+        texts = [_note_text(row) for row in stale.select(["title", "body"]).to_pylist()]
+        vectors = self._embedder_or_default().embed(texts)
+        fresh = stale.set_column(
+            stale.schema.get_field_index("vector"),
+            stale.schema.field("vector"),
+            pa.array(list(vectors.astype(np.float32)), type=stale.schema.field("vector").type),
+        )
+        fresh = fresh.set_column(
+            fresh.schema.get_field_index("embedding_model"),
+            fresh.schema.field("embedding_model"),
+            pa.array([MODEL_ID] * fresh.num_rows, type=pa.string()),
+        )
+        result = (
+            table.merge_insert(list(KEY_COLUMNS))
+            .when_matched_update_all(
+                where="target.updated_at = source.updated_at AND target.embedding_model IS NOT NULL"
+                " AND target.embedding_model != source.embedding_model"
+            )
+            .execute(fresh)
+        )
+        refreshed = int(result.num_updated_rows)
+        return refreshed, int(table.count_rows(where))
+
     def delete_where(self, tenant_id: str, entity: str, column: str, values: Sequence[str]) -> int:
         """Delete a tenant's rows whose ``column`` is one of ``values`` (notes of a deleted lead)."""
         _require_tenant(tenant_id)
@@ -1316,7 +1366,7 @@ class Store:
     def _embed_notes(self, batch: list[dict[str, Any]]) -> int:
         if not batch:
             return 0
-        texts = [" ".join(part for part in (r.get("title"), r["body"]) if part) for r in batch]
+        texts = [_note_text(r) for r in batch]
         vectors = self._embedder_or_default().embed(texts)
         for row, vector in zip(batch, vectors, strict=True):
             row["vector"] = vector.tolist()
@@ -1401,6 +1451,11 @@ def _where(tenant_id: str, schema: pa.Schema, filters: Mapping[str, Any] | None)
         else:
             clauses.append(f"{name} = {_sql_literal(value)}")
     return " AND ".join(clauses)
+
+
+def _note_text(note: Mapping[str, Any]) -> str:
+    """What a note's vector is made from: its title and body."""
+    return " ".join(part for part in (note.get("title"), note.get("body")) if part)
 
 
 def _to_arrow(entity: str, rows: list[dict[str, Any]]) -> pa.Table:

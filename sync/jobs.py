@@ -33,6 +33,9 @@ RECONCILE_INTERVAL_S = 900.0
 RECONCILE_OVERLAP_S = 300.0
 """Each sweep starts this long before the last one ended: CRM timestamps are set at commit, and a
 long transaction can commit a change stamped earlier than a sweep that already ran."""
+VECTORS_PER_SWEEP = 5000
+"""Notes embedded again per sweep when their vectors come from an older embedding model (about
+45 s of CPU); a store of 100,000 such notes is brought over in 20 sweeps."""
 
 T = TypeVar("T")
 
@@ -509,6 +512,7 @@ def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
 
     This is what catches webhooks the CRM never delivered (or delivered to a Fieldwise that was
     down past the CRM's retries): it reads by modification time, so nothing depends on events.
+    A sweep also embeds again a batch of notes whose vectors an older embedding model made.
     """
 
     def work(services: Services, connector: Connector) -> dict[str, Any]:
@@ -545,6 +549,9 @@ def reconcile_tenant(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
                 )
             services.store.put_checkpoint(tenant_id, stream, {"since": now.isoformat()})
             summary[entity] = {"stored": stored, "deleted": removed.get(entity, 0)}
+        refreshed, older = services.store.refresh_note_vectors(tenant_id, VECTORS_PER_SWEEP)
+        if refreshed or older:
+            summary["note_vectors"] = {"refreshed": refreshed, "older_model": older}
         return summary
 
     try:

@@ -12,9 +12,13 @@ import sys
 import time
 import uuid
 
+import lancedb
+import numpy as np
 import pytest
 from live_harness import REPO, LiveSync, live_redis_url, wait_until
 
+from core.embeddings import MODEL_ID, get_embedder
+from core.store import TABLES
 from sync.writeback import write_values
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -120,6 +124,29 @@ def test_salesforce_create_and_update_arrive_by_outbound_message_and_deletes_by_
         live.salesforce.session().post(
             f"{live.salesforce.instance_url}/__admin/cdc-relay", json={"url": None}, timeout=10
         )
+
+
+def test_a_sweep_embeds_again_the_notes_whose_vectors_an_older_model_made(live):
+    assert live.services is not None
+    tenant_id = live.tenants["salesforce"]
+    noted = live.services.store.query(tenant_id, "note", columns=["crm_id"], limit=2)
+    ids = [row["crm_id"] for row in noted]
+    # As a store upgraded in place holds them: a made-up vector under another model's name.
+    table = lancedb.connect(str(live.folder / "lancedb")).open_table(TABLES["note"])
+    table.update(
+        where=f"tenant_id = '{tenant_id}' AND crm_id IN ('{ids[0]}', '{ids[1]}')",
+        values={"vector": [1.0] + [0.0] * 383, "embedding_model": "older-model"},
+    )
+    assert live.stored("salesforce", "note", ids[0])["embedding_model"] == "older-model"
+    live.services.queue.enqueue("sync.jobs.reconcile_tenant", tenant_id, False, queue="high")
+    for crm_id in ids:
+        row = live.wait_stored(
+            "salesforce", "note", crm_id, lambda r: r and r["embedding_model"] == MODEL_ID,
+            what="vector refresh",
+        )  # fmt: skip
+        assert row is not None
+        text = " ".join(part for part in (row["title"], row["body"]) if part)
+        assert np.allclose(row["vector"], get_embedder().embed([text])[0], atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------

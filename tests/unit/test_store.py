@@ -247,3 +247,76 @@ def test_activities_are_looked_up_through_indexes_that_also_find_rows_added_late
     assert len(found) == 10 + 10 and {r["tenant_id"] for r in found} == {"t1"}
     by_account = store.query("t1", "activity", filters={"account_id": ["0010"]}, limit=None)
     assert len(by_account) == 24
+
+
+class _InterleavingEmbedder:
+    """The real model, with a hook that lets other writes land while a batch is being embedded."""
+
+    def __init__(self):
+        self.model = get_embedder()
+        self.during_next_embed = None
+
+    def embed(self, texts):
+        hook, self.during_next_embed = self.during_next_embed, None
+        if hook is not None:
+            hook()
+        return self.model.embed(texts)
+
+    def embed_one(self, text):
+        return self.model.embed_one(text)
+
+
+def test_vectors_of_an_older_embedding_model_are_made_again_and_newer_rows_are_kept(tmp_path):
+    import lancedb
+
+    from core.embeddings import MODEL_ID
+    from core.store import TABLES
+
+    embedder = _InterleavingEmbedder()
+    store = Store(str(tmp_path / "lancedb"), embedder=embedder)  # type: ignore[arg-type]
+    bodies = {f"N{i}": f"Pilot call {i}: security review passed, budget approved" for i in range(6)}
+    store.upsert("t1", "note", [note("t1", i, b) for i, b in bodies.items()], unembedded={"N5"})
+    store.upsert("t2", "note", [note("t2", "M1", "Another tenant's pilot call")])
+    # As an upgrade finds them: vectors (here a made-up one) stamped with an older model's name.
+    table = lancedb.connect(str(tmp_path / "lancedb")).open_table(TABLES["note"])
+    older = [1.0] + [0.0] * 383
+    table.update(where="embedding_model IS NOT NULL", values={"vector": older,
+                                                              "embedding_model": "older-model"})  # fmt: skip
+
+    def meanwhile():
+        # While the refresh embeds: N1 changes (and is embedded with the current model as it is
+        # stored); N2's person withdraws consent.
+        store.upsert("t1", "note", [note("t1", "N1", "Changed: legal review",
+                                         updated_at=NOW + timedelta(hours=1))])  # fmt: skip
+        store.clear_note_vectors("t1", "crm_id", ["N2"])
+
+    embedder.during_next_embed = meanwhile
+    assert store.refresh_note_vectors("t1", limit=100) == (3, 0)
+    rows = {r["crm_id"]: r for r in store.to_arrow("t1", "note").to_pylist()}
+    for crm_id in ("N0", "N3", "N4"):
+        assert rows[crm_id]["embedding_model"] == MODEL_ID
+        expected = embedder.model.embed([bodies[crm_id]])[0]
+        assert np.allclose(rows[crm_id]["vector"], expected, atol=1e-6)
+    assert rows["N1"]["body"] == "Changed: legal review"
+    assert np.allclose(rows["N1"]["vector"], embedder.model.embed(["Changed: legal review"])[0])
+    assert rows["N2"]["vector"] is None and rows["N2"]["embedding_model"] is None
+    assert rows["N5"]["vector"] is None and rows["N5"]["embedding_model"] is None
+    other = store.to_arrow("t2", "note").to_pylist()[0]
+    assert other["embedding_model"] == "older-model"  # another tenant's sweep does its own
+    assert store.refresh_note_vectors("t1", limit=100) == (0, 0)
+    assert store.refresh_note_vectors("t2", limit=100) == (1, 0)
+
+
+def test_a_vector_refresh_goes_a_batch_at_a_time(tmp_path):
+    import lancedb
+
+    from core.store import TABLES
+
+    store = Store(str(tmp_path / "lancedb"))
+    store.upsert("t1", "note", [note("t1", f"N{i}", f"Discovery call {i}") for i in range(5)])
+    table = lancedb.connect(str(tmp_path / "lancedb")).open_table(TABLES["note"])
+    table.update(where="TRUE", values={"embedding_model": "older-model"})
+    assert store.refresh_note_vectors("t1", limit=2) == (2, 3)
+    assert store.refresh_note_vectors("t1", limit=2) == (2, 1)
+    assert store.refresh_note_vectors("t1", limit=2) == (1, 0)
+    assert store.refresh_note_vectors("t1", limit=0) == (0, 0)
