@@ -18,7 +18,7 @@ from sandbox.hubspot import associations as assoc_types
 from sandbox.hubspot.errors import HubSpotError, json_response, missing_scopes, validation_error
 from sandbox.hubspot.objects import ChangeSource
 from sandbox.hubspot.properties import ENGAGEMENTS, OBJECT_TYPE_IDS, canonical_type, now_iso
-from sandbox.hubspot.search import SearchRequest
+from sandbox.hubspot.search import SearchIndex, SearchRequest
 
 if TYPE_CHECKING:
     from sandbox.hubspot.server import HubSpotSandbox
@@ -168,6 +168,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
     """Add the CRM routes to the sandbox app."""
     repo = sb.repo
     registry = sb.registry
+    search_index = SearchIndex(repo)
 
     def read_options() -> dict[str, Any]:
         return {
@@ -434,7 +435,7 @@ def register(app: Flask, sb: HubSpotSandbox) -> None:
         object_type = object_type_of(object_type)
         object_scope(object_type, "read")
         search = SearchRequest(registry, object_type, body_json())
-        page, total, next_after = search.run(repo.all(object_type))
+        page, total, next_after = search_index.run(search)
         body: dict[str, Any] = {
             "total": total,
             "results": [repo.to_wire(object_type, r, properties=search.properties) for r in page],

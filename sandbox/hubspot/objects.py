@@ -69,6 +69,8 @@ class ObjectRepo:
         self._portal_id = portal_id
         self.lock = threading.RLock()
         self.listeners: list[Callable[[Event], None]] = []
+        self._versions = dict.fromkeys(OBJECT_TYPE_IDS, 0)
+        """Bumped on every write to a type's records: what the search index checks."""
         self._live: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OBJECT_TYPE_IDS}
         self._archived: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in OBJECT_TYPE_IDS}
         for object_type in OBJECT_TYPE_IDS:
@@ -99,6 +101,15 @@ class ObjectRepo:
             source = (self._archived if archived else self._live)[object_type]
             records = list(source.values())
         return sorted(records, key=lambda r: int(r["id"]))
+
+    def snapshot(self, object_type: str) -> tuple[int, list[dict[str, Any]]]:
+        """The type's write version and its live records at that version, in no set order."""
+        with self.lock:
+            return self._versions[object_type], list(self._live[object_type].values())
+
+    def version(self, object_type: str) -> int:
+        """How many writes the type's records have seen (any change moves it)."""
+        return self._versions[object_type]
 
     def count(self, object_type: str) -> int:
         """Number of live records of a type."""
@@ -223,7 +234,7 @@ class ObjectRepo:
                     self._set(rec, name, value, created if name in system else stamp, source)
             self._derive(object_type, rec, stamp, source)
             self._live[object_type][new_id] = rec
-            self._store.put(object_type, new_id, rec)
+            self._save(object_type, [rec])
         self._emit({"kind": "creation", "objectType": object_type, "objectId": new_id}, source)
         for to_type, to_id, type_id in links:
             self.associate(object_type, new_id, to_type, to_id, [type_id], source)
@@ -262,7 +273,7 @@ class ObjectRepo:
             if changed:
                 changed += self._derive(object_type, rec, stamp, source)
                 self._touch(object_type, rec, stamp, source)
-                self._store.put(object_type, rec["id"], rec)
+                self._save(object_type, [rec])
         for name, value in changed:
             self._emit(
                 {
@@ -285,7 +296,7 @@ class ObjectRepo:
             rec["archived"] = True
             rec["archivedAt"] = now_iso()
             self._archived[object_type][rec["id"]] = rec
-            self._store.put(object_type, rec["id"], rec)
+            self._save(object_type, [rec])
             self._store.delete(object_type, rec["id"])
         self._emit({"kind": "deletion", "objectType": object_type, "objectId": rec["id"]}, source)
         return True
@@ -324,7 +335,7 @@ class ObjectRepo:
             merged_ids = [*primary.get("mergedObjectIds", []), merged["id"]]
             primary["mergedObjectIds"] = merged_ids
             self._touch(object_type, primary, stamp, source)
-            self._store.put(object_type, primary["id"], primary)
+            self._save(object_type, [primary])
         for to_type, to_id, type_ids in links:
             self.disassociate(object_type, merged["id"], to_type, to_id, None, source, emit=False)
             self.associate(object_type, primary["id"], to_type, to_id, type_ids, source, emit=False)
@@ -334,7 +345,7 @@ class ObjectRepo:
                 gone["archived"] = True
                 gone["archivedAt"] = stamp
                 self._archived[object_type][gone["id"]] = gone
-                self._store.put(object_type, gone["id"], gone)
+                self._save(object_type, [gone])
                 self._store.delete(object_type, gone["id"])
         self._emit(
             {
@@ -391,8 +402,8 @@ class ObjectRepo:
                 reverse = assoc_types.TYPES[type_id].reverse_id
                 if reverse not in backward:
                     backward.append(reverse)
-            self._store.put_many(from_type, [(left["id"], left)])
-            self._store.put_many(to_type, [(right["id"], right)])
+            self._save(from_type, [left])
+            self._save(to_type, [right])
         if emit:
             for type_id in added:
                 self._emit_association(
@@ -431,8 +442,8 @@ class ObjectRepo:
                 left["associations"].get(to_type, {}).pop(right["id"], None)
             if not backward:
                 right["associations"].get(from_type, {}).pop(left["id"], None)
-            self._store.put(from_type, left["id"], left)
-            self._store.put(to_type, right["id"], right)
+            self._save(from_type, [left])
+            self._save(to_type, [right])
         if emit:
             for type_id in removed:
                 self._emit_association(
@@ -445,9 +456,14 @@ class ObjectRepo:
         with self.lock:
             for rec in records:
                 self._live[object_type][rec["id"]] = rec
-            self._store.put_many(object_type, [(rec["id"], rec) for rec in records])
+            self._save(object_type, records)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _save(self, object_type: str, records: list[dict[str, Any]]) -> None:
+        """Persist records changed in place (the lock is held) and move the type's version."""
+        self._versions[object_type] += 1
+        self._store.put_many(object_type, [(rec["id"], rec) for rec in records])
 
     def _set(self, rec: dict, name: str, value: str, stamp: str, source: ChangeSource) -> None:
         if value == "":

@@ -7,11 +7,19 @@ no paging past the 10,000th result.
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
+import itertools
+import json
+import math
 import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from sandbox.hubspot.errors import validation_error
+from sandbox.hubspot.objects import ObjectRepo
 from sandbox.hubspot.properties import PropertyRegistry, epoch_ms
 
 MAX_GROUPS = 5
@@ -49,6 +57,9 @@ QUERY_PROPERTIES: dict[str, list[str]] = {
 """Default searchable properties a free-text ``query`` looks in."""
 
 _TOKEN = re.compile(r"[\w*]+", re.UNICODE)
+_RANGE_OPERATORS = frozenset({"GT", "GTE", "EQ", "LT", "LTE", "BETWEEN"})
+"""Operators a keyset window on the sort property is made of."""
+_ORDERED_TYPES = frozenset({"number", "datetime", "date"})
 
 
 class SearchRequest:
@@ -176,6 +187,52 @@ class SearchRequest:
         next_after = self.after + self.limit if self.after + self.limit < total else None
         return page, total, next_after
 
+    def keyset_window(self) -> Window | None:
+        """The request as a window on its ascending sort property plus other filters, if it is one.
+
+        That is how a client pages through everything: every group holds the same range filters
+        on the sort property (``GT`` the last value read) beside filters that do not change from
+        page to page. None for anything else (a text query, no or a descending sort, a group
+        without such a range, windows that differ between groups, bounds that are not numbers).
+        """
+        if self.query or len(self.sorts) != 1 or self.sorts[0][1] or not self.groups:
+            return None
+        name = self.sorts[0][0]
+        prop = self._registry.get(self.object_type, name)
+        if prop is None or prop["type"] not in _ORDERED_TYPES:
+            return None
+        ranges, others = [], []
+        for group in self.groups:
+            on_sort = [
+                f for f in group if f["propertyName"] == name and f["operator"] in _RANGE_OPERATORS
+            ]
+            if not on_sort:
+                return None
+            ranges.append(on_sort)
+            others.append([f for f in group if f not in on_sort])
+        if any(r != ranges[0] for r in ranges):
+            return None
+        low, high = (-math.inf, True), (math.inf, True)
+        for flt in ranges[0]:
+            value = _comparable(flt["value"], prop["type"])
+            top = (
+                _comparable(flt["highValue"], prop["type"])
+                if flt["operator"] == "BETWEEN"
+                else value
+            )
+            if (
+                not isinstance(value, float)
+                or not isinstance(top, float)
+                or math.isnan(value + top)
+            ):
+                return None
+            operator = flt["operator"]
+            if operator in ("GT", "GTE", "EQ", "BETWEEN"):
+                low = max(low, (value, operator != "GT"), key=_lower_bound_order)
+            if operator in ("LT", "LTE", "EQ", "BETWEEN"):
+                high = min(high, (top, operator != "LT"), key=_upper_bound_order)
+        return Window(name, prop["type"], low, high, others)
+
     def _matches(self, rec: dict[str, Any]) -> bool:
         if self.query and not self._query_matches(rec):
             return False
@@ -192,6 +249,131 @@ class SearchRequest:
                 tokens.append(value.lower())
         words = [w.lower() for w in _TOKEN.findall(self.query)]
         return all(any(t.startswith(w) for t in tokens) for w in words)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A keyset page request: a range on the sort property, and the filters beside it."""
+
+    name: str
+    ptype: str
+    low: tuple[float, bool]
+    """Lowest value and whether it is included."""
+    high: tuple[float, bool]
+    """Highest value and whether it is included."""
+    others: list[list[dict[str, Any]]]
+    """Per filter group, its filters other than the range (an empty group lets everything in)."""
+
+
+def _lower_bound_order(bound: tuple[float, bool]) -> tuple[float, bool]:
+    value, inclusive = bound
+    return value, not inclusive  # at one value, an exclusive bound is the tighter one
+
+
+def _upper_bound_order(bound: tuple[float, bool]) -> tuple[float, bool]:
+    return bound  # at one value, an exclusive (False) bound sorts first, the tighter one
+
+
+@dataclass(frozen=True)
+class _Order:
+    """A type's records that hold a number in one property, in search order."""
+
+    version: int
+    keys: list[float]
+    """The property's value of each record, ascending (ties in id order, as the scan sorts)."""
+    records: list[dict[str, Any]]
+
+
+class SearchIndex:
+    """Keyset searches answered without reading every record.
+
+    A client reading a whole object type pages with a window on the sort property and repeats its
+    other filters on every page. Answered by filtering and sorting every record, each page cost
+    seconds at 100,000 contacts. Here a type's records are kept in sort order, rebuilt after it
+    is written to; a window is two bisections, and the other filters are evaluated once per
+    record and write, with running counts for the total. The answer is the scan's, record for
+    record (``tests/contract/test_hubspot_sandbox_search.py`` compares them); any request this
+    does not cover is scanned.
+    """
+
+    SELECTIONS_KEPT = 16
+    """Sets of other filters remembered per type and version (a client uses one or two)."""
+
+    def __init__(self, records: ObjectRepo) -> None:
+        self._records = records
+        self._lock = threading.Lock()
+        self._orders: dict[tuple[str, str, str], _Order] = {}
+        self._selections: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+
+    def run(self, request: SearchRequest) -> tuple[list[dict[str, Any]], int, int | None]:
+        """The request's ``(page, total, next_after)``, as :meth:`SearchRequest.run` gives it."""
+        window = request.keyset_window()
+        order = self._order(request.object_type, window) if window is not None else None
+        if window is None or order is None:
+            return request.run(self._records.all(request.object_type))
+        value, inclusive = window.low
+        start = (bisect.bisect_left if inclusive else bisect.bisect_right)(order.keys, value)
+        value, inclusive = window.high
+        stop = (bisect.bisect_right if inclusive else bisect.bisect_left)(order.keys, value)
+        stop = max(start, stop)
+        passed = self._passed(request.object_type, window, order)
+        total = passed[stop] - passed[start]
+        wanted = range(request.after, min(request.after + request.limit, RESULT_CAP, total))
+        page: list[dict[str, Any]] = []
+        if len(wanted):
+            # The hit ranked r is at the first position where the running count reaches r + 1.
+            first = bisect.bisect_left(passed, passed[start] + wanted.start + 1, start, stop + 1)
+            for at in range(first - 1, stop):
+                if passed[at + 1] > passed[at]:
+                    page.append(order.records[at])
+                    if len(page) == len(wanted):
+                        break
+        after = request.after + request.limit
+        return page, total, after if after < total else None
+
+    def _order(self, object_type: str, window: Window) -> _Order | None:
+        """The records in order of the window's property; None where the scan would differ."""
+        key = (object_type, window.name, window.ptype)
+        with self._lock:
+            held = self._orders.get(key)
+            if held is not None and held.version == self._records.version(object_type):
+                return held
+            version, records = self._records.snapshot(object_type)
+            entries = []
+            for rec in records:
+                raw = rec["properties"].get(window.name)
+                if raw in (None, ""):
+                    continue  # no value: outside every range
+                value = _comparable(raw, window.ptype)
+                if not isinstance(value, float):
+                    continue  # not a number: a range filter never matches it either
+                if math.isnan(value) or _sort_key(raw, window.ptype) != (0, value, ""):
+                    return None  # sorted and filtered by different readings: scan instead
+                entries.append((value, int(rec["id"]), rec))
+            entries.sort(key=lambda entry: entry[:2])
+            order = _Order(version, [e[0] for e in entries], [e[2] for e in entries])
+            self._orders[key] = order
+            return order
+
+    def _passed(self, object_type: str, window: Window, order: _Order) -> list[int]:
+        """Running count of the ordered records that pass the other filters (one more entry)."""
+        key = (object_type, window.name, order.version, json.dumps(window.others, sort_keys=True))
+        with self._lock:
+            held = self._selections.get(key)
+            if held is not None:
+                self._selections.move_to_end(key)
+                return held
+        groups = window.others
+        passes = (
+            any(all(_test(f, rec["properties"]) for f in group) for group in groups)
+            for rec in order.records
+        )
+        counts = list(itertools.accumulate(passes, initial=0))
+        with self._lock:
+            self._selections[key] = counts
+            while len(self._selections) > self.SELECTIONS_KEPT:
+                self._selections.popitem(last=False)
+        return counts
 
 
 def _sort_key(value: str, ptype: str) -> Any:

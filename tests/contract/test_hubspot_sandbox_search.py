@@ -195,3 +195,110 @@ def test_filter_on_unknown_property_answers_400(search_api):
 
 def test_more_than_one_sort_answers_400(search_api):
     assert search(search_api, {"sorts": ["email", "firstname"]}).status_code == 400
+
+
+# --------------------------------------------------------------------------------------------------
+# Keyset pages answered from the index
+
+
+def _random_window(rng, name, values):
+    """Range filters on ``name`` as a paging client (or an odd one) would send them."""
+    pick = lambda: str(rng.choice(values))  # noqa: E731
+    shapes = [
+        [("GT", pick())], [("GTE", pick())], [("EQ", pick())], [("LT", pick())], [("LTE", pick())],
+        [("GT", pick()), ("LTE", pick())], [("GTE", pick()), ("LT", pick())],
+        [("BETWEEN", pick(), pick())], [("GT", pick()), ("GTE", pick())],
+    ]  # fmt: skip
+    out = []
+    for operator, value, *high in shapes[rng.integers(len(shapes))]:
+        out.append({"propertyName": name, "operator": operator, "value": value}
+                   | ({"highValue": high[0]} if high else {}))  # fmt: skip
+    return out
+
+
+def _random_others(rng):
+    choices = [
+        [],
+        [{"propertyName": "lifecyclestage", "operator": "IN", "values": ["lead", "customer"]}],
+        [{"propertyName": "lifecyclestage", "operator": "NOT_HAS_PROPERTY"}],
+        [{"propertyName": "lifecyclestage", "operator": "EQ", "value": "opportunity"},
+         {"propertyName": "ai_score", "operator": "HAS_PROPERTY"}],
+        [{"propertyName": "lifecyclestage", "operator": "NEQ", "value": "lead"}],
+    ]  # fmt: skip
+    return choices[rng.integers(len(choices))]
+
+
+def test_keyset_pages_from_the_index_equal_a_scan_of_every_record_through_writes(make_sandbox):
+    """Windows of every range shape on a number and a datetime, ties, missing and unparsable
+    values, ORed groups, odd pages and the 10,000 cap; records written between requests."""
+    import numpy as np
+
+    from sandbox.hubspot.objects import ChangeSource
+    from sandbox.hubspot.search import SearchIndex, SearchRequest
+
+    sb = make_sandbox(search_per_second=10_000)
+    source = ChangeSource("INTEGRATION", "1")
+    sb.registry.create("contacts", {"name": "ai_score", "label": "AI Score", "type": "number",
+                                    "fieldType": "number", "groupName": "contactinformation"})  # fmt: skip
+    rng = np.random.default_rng(5)
+    scores = ["1", "2", "2", "3", "10", "10", "10", "55.5", "-4", ""]
+    stages = ["lead", "customer", "opportunity", ""]
+    ids = []
+    for n in range(240):
+        props = {"email": f"p{n}@example.com", "ai_score": str(rng.choice(scores)),
+                 "lifecyclestage": str(rng.choice(stages))}  # fmt: skip
+        ids.append(sb.repo.create("contacts", {k: v for k, v in props.items() if v}, source)["id"])
+
+    class NoScans:
+        """The repository, except that reading every record (the scan) is an error."""
+
+        def all(self, *args):
+            raise AssertionError("a keyset request was scanned")
+
+        def snapshot(self, object_type):
+            return sb.repo.snapshot(object_type)
+
+        def version(self, object_type):
+            return sb.repo.version(object_type)
+
+    index = SearchIndex(NoScans())  # type: ignore[arg-type]
+    stamps = [r["properties"]["lastmodifieddate"] for r in sb.repo.all("contacts")]
+    for round_ in range(4):
+        for _ in range(120):
+            name, values = (("ai_score", [*scores[:-1], "7", "-100"]) if rng.random() < 0.6
+                            else ("lastmodifieddate", stamps))  # fmt: skip
+            window = _random_window(rng, name, values)
+            groups = [{"filters": [*window, *_random_others(rng)]}
+                      for _ in range(rng.integers(1, 4))]  # fmt: skip
+            body = {"filterGroups": groups, "sorts": [{"propertyName": name}],
+                    "limit": int(rng.integers(1, 30)), "after": int(rng.choice([0, 0, 3, 17]))}  # fmt: skip
+            request = SearchRequest(sb.registry, "contacts", body)
+            page, total, after = index.run(request)
+            scanned, scan_total, scan_after = request.run(sb.repo.all("contacts"))
+            assert [r["id"] for r in page] == [r["id"] for r in scanned], body
+            assert (total, after) == (scan_total, scan_after), body
+        # Writes between rounds: scores change (ties move), a record goes, one is created.
+        for record_id in rng.choice(ids, 20, replace=False):
+            if sb.repo.get("contacts", str(record_id)) is not None:
+                sb.repo.update("contacts", str(record_id), {"ai_score": str(rng.choice(scores))},
+                               source)  # fmt: skip
+        sb.repo.archive("contacts", ids.pop(int(rng.integers(len(ids)))), source)
+        ids.append(sb.repo.create("contacts", {"email": f"r{round_}@example.com",
+                                               "ai_score": "2"}, source)["id"])  # fmt: skip
+        stamps = [r["properties"]["lastmodifieddate"] for r in sb.repo.all("contacts")]
+
+
+def test_requests_that_are_not_keyset_windows_are_scanned_as_before(search_api):
+    from sandbox.hubspot.search import SearchRequest
+
+    by_score = flt("ai_score", "GT", value="15")
+    descending = {**by_score, "sorts": [{"propertyName": "ai_score", "direction": "DESCENDING"}]}
+    queried = {**by_score, "sorts": [{"propertyName": "ai_score"}], "query": "eve"}
+    unsorted = by_score
+    registry = search_api.sb.registry
+    for body in (descending, queried, unsorted):
+        assert SearchRequest(registry, "contacts", body).keyset_window() is None
+    assert emails(search(search_api, descending)) == [
+        "eve@beta.example", "cy@alpha.example", "bob@beta.example"
+    ]  # fmt: skip
+    assert emails(search(search_api, queried)) == ["eve@beta.example"]
