@@ -35,6 +35,8 @@ class RecordStore:
 
     def __init__(self, path: str) -> None:
         self._lock = threading.RLock()
+        self._meta: dict[str, str | None] = {}
+        """Key-value texts read or written so far (None: no such key)."""
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -129,17 +131,26 @@ class RecordStore:
         return [(r[0], float(r[1])) for r in rows]
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        """Read a JSON value from the key-value side table (org settings, schema, counters)."""
+        """Read a JSON value from the key-value side table (org settings, schema, counters).
+
+        The text is kept after the first read (this store is the table's only writer): webhook
+        subscriptions are read on every record change, and a query per change was a fifth of the
+        sandbox's CPU during a bulk write-back. Each call decodes afresh, so callers may change
+        what they get.
+        """
         with self._lock:
-            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+            if key not in self._meta:
+                row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                self._meta[key] = None if row is None else row[0]
+            text = self._meta[key]
+        return default if text is None else json.loads(text)
 
     def set_meta(self, key: str, value: Any) -> None:
         """Write a JSON value to the key-value side table."""
+        text = json.dumps(value)
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, json.dumps(value))
-            )
+            self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, text))
+            self._meta[key] = text
 
     def close(self) -> None:
         """Close the database."""
