@@ -461,10 +461,7 @@ class Store:
         table = self._table("note")
         if limit < 1 or table is None:
             return 0, 0
-        where = (
-            f"{_where(tenant_id, arrow_schema('note'), None)} AND embedding_model IS NOT NULL"
-            f" AND embedding_model != {_sql_literal(MODEL_ID)}"
-        )
+        where = _older_vectors(tenant_id)
         stale = table.search().where(where).limit(limit).to_arrow()
         if not stale.num_rows:
             return 0, 0
@@ -489,7 +486,13 @@ class Store:
             .execute(fresh)
         )
         refreshed = int(result.num_updated_rows)
-        return refreshed, int(table.count_rows(where))
+        return refreshed, self.count_older_note_vectors(tenant_id)
+
+    def count_older_note_vectors(self, tenant_id: str) -> int:
+        """A tenant's notes whose vectors an older embedding model made (see refresh_note_vectors)."""
+        _require_tenant(tenant_id)
+        table = self._table("note")
+        return 0 if table is None else int(table.count_rows(_older_vectors(tenant_id)))
 
     def delete_where(self, tenant_id: str, entity: str, column: str, values: Sequence[str]) -> int:
         """Delete a tenant's rows whose ``column`` is one of ``values`` (notes of a deleted lead)."""
@@ -1451,6 +1454,14 @@ def _where(tenant_id: str, schema: pa.Schema, filters: Mapping[str, Any] | None)
         else:
             clauses.append(f"{name} = {_sql_literal(value)}")
     return " AND ".join(clauses)
+
+
+def _older_vectors(tenant_id: str) -> str:
+    """Where a tenant's notes carry a vector made by another embedding model than the current."""
+    return (
+        f"{_where(tenant_id, arrow_schema('note'), None)} AND embedding_model IS NOT NULL"
+        f" AND embedding_model != {_sql_literal(MODEL_ID)}"
+    )
 
 
 def _note_text(note: Mapping[str, Any]) -> str:

@@ -59,6 +59,8 @@ def _tenant_status(store: Store, store_ok: bool) -> dict[str, Any]:
             "crm": row["crm"],
             "status": row["status"],
             "backfill": backfill_progress(store, row["tenant_id"]),
+            # Brought over by the reconcile sweeps after an embedding model change.
+            "notes_to_embed_again": store.count_older_note_vectors(row["tenant_id"]),
         }
         if row["status"] == "needs_reauth":
             # Syncing is paused until an admin installs again; queued work waits for it.

@@ -120,6 +120,7 @@ def test_healthz_names_a_tenant_that_needs_reauthorisation_with_its_reinstall_li
             "crm": "hubspot",
             "status": "needs_reauth",
             "backfill": {},
+            "notes_to_embed_again": 0,
             "reason": "refresh token revoked",
             "reinstall": "/install/hubspot",
         }

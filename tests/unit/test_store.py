@@ -316,6 +316,8 @@ def test_a_vector_refresh_goes_a_batch_at_a_time(tmp_path):
     store.upsert("t1", "note", [note("t1", f"N{i}", f"Discovery call {i}") for i in range(5)])
     table = lancedb.connect(str(tmp_path / "lancedb")).open_table(TABLES["note"])
     table.update(where="TRUE", values={"embedding_model": "older-model"})
+    assert store.count_older_note_vectors("t1") == 5
+    assert store.count_older_note_vectors("t2") == 0
     assert store.refresh_note_vectors("t1", limit=2) == (2, 3)
     assert store.refresh_note_vectors("t1", limit=2) == (2, 1)
     assert store.refresh_note_vectors("t1", limit=2) == (1, 0)
