@@ -34,8 +34,8 @@ RECONCILE_OVERLAP_S = 300.0
 """Each sweep starts this long before the last one ended: CRM timestamps are set at commit, and a
 long transaction can commit a change stamped earlier than a sweep that already ran."""
 VECTORS_PER_SWEEP = 5000
-"""Notes embedded again per sweep when their vectors come from an older embedding model (about
-45 s of CPU); a store of 100,000 such notes is brought over in 20 sweeps."""
+"""Notes embedded again per sweep when their vectors come from an older embedding model (45-65 s
+of CPU); a store of 100,000 such notes is brought over in 20 sweeps."""
 
 T = TypeVar("T")
 
