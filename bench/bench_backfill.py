@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
 from live_harness import LiveSync
 
-from connectors.hubspot.client import SAFETY_MARGIN, WINDOW_SLACK_S
+from connectors.hubspot.client import SEARCH_PER_SECOND, search_window, ten_second_window
 from sync.jobs import BACKFILL_ENTITIES
 
 TARGET = 1.5
@@ -188,16 +188,18 @@ def main() -> None:
         f"{cores} cores -> the CPU alone needs at least {worker_cpu / cores:.1f} s "
         f"= {worker_cpu / cores / floor:.2f}x the rate-limit floor"
     )
-    # Fieldwise paces itself below the limit (connectors/hubspot/client.py): the highest steady
-    # rate its budget allows is what a phase that waits on the API can reach.
-    paced = SAFETY_MARGIN * limit / (10.0 + WINDOW_SLACK_S)
+    # Fieldwise paces itself below the limits (connectors/hubspot/client.py), searches in a
+    # budget of their own: the highest steady rates its budgets allow are what a phase that waits
+    # on the API can reach.
+    burst, searching = ten_second_window(limit), search_window(SEARCH_PER_SECOND)
     during = sum(1 for e in api if e["t"] - live.install_started_at <= synced)
     after = calls - during
     print(
         f"API calls while the streams ran: {during} in {synced:.1f} s = {during / synced:.1f}/s; "
         f"after: {after} in {wall - synced:.1f} s = {after / max(wall - synced, 1e-9):.1f}/s "
-        f"(Fieldwise's own budget allows {paced:.1f}/s: {SAFETY_MARGIN:.0%} of the limit, counted "
-        f"over {10.0 + WINDOW_SLACK_S:.0f} s)"
+        f"(Fieldwise's budgets allow {burst.limit / burst.seconds:.1f}/s of other calls, "
+        f"{burst.limit} per {burst.seconds:.0f} s, and {searching.limit / searching.seconds:.1f}/s "
+        f"of searches)"
     )
     print("calls by endpoint: " + ", ".join(f"{k} {v}" for k, v in by_endpoint.most_common(8)))
     print(

@@ -116,18 +116,18 @@ class HubSpotApi:
         self._budget = Budget(
             context.counter,
             name,
-            {f"{app}:10s": Window(_margin(ten), 10.0 + WINDOW_SLACK_S), f"{app}:day": day},
+            {f"{app}:10s": ten_second_window(ten), f"{app}:day": day},
         )
         self._search_budget = Budget(
             context.counter,
             name,
-            {"search:1s": Window(_margin(search), 1.0 + SEARCH_WINDOW_SLACK_S), f"{app}:day": day},
+            {"search:1s": search_window(search), f"{app}:day": day},
         )
         # The developer API key's calls (webhook settings) count against the developer account.
         self._developer_budget = Budget(
             context.counter,
             f"hubspot:app:{app}",
-            {"10s": Window(_margin(ten), 10.0 + WINDOW_SLACK_S)},
+            {"10s": ten_second_window(ten)},
         )
 
     # -- calls -------------------------------------------------------------------------------
@@ -556,6 +556,16 @@ def _daily_limit(settings: Mapping[str, Any]) -> int:
 def _budget_app(integration_user_id: str | None, config: Config) -> str:
     # HubSpot counts per app per portal; the tenant's app id, else the configured one.
     return integration_user_id or config.hubspot_app_id or "app"
+
+
+def ten_second_window(limit: int) -> Window:
+    """The budget window for a ten-second limit: :data:`SAFETY_MARGIN` of it, over 10 s plus slack."""
+    return Window(_margin(limit), 10.0 + WINDOW_SLACK_S)
+
+
+def search_window(limit: int) -> Window:
+    """The budget window for a per-second search limit, as :func:`ten_second_window` is built."""
+    return Window(_margin(limit), 1.0 + SEARCH_WINDOW_SLACK_S)
 
 
 def _margin(limit: int) -> int:
