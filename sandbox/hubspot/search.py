@@ -357,7 +357,10 @@ class SearchIndex:
 
     def _passed(self, object_type: str, window: Window, order: _Order) -> list[int]:
         """Running count of the ordered records that pass the other filters (one more entry)."""
-        key = (object_type, window.name, order.version, json.dumps(window.others, sort_keys=True))
+        # Keyed as the order is (a property's type can change without a record being written),
+        # plus its version and the filters.
+        others = json.dumps(window.others, sort_keys=True)
+        key = (object_type, window.name, window.ptype, order.version, others)
         with self._lock:
             held = self._selections.get(key)
             if held is not None:
