@@ -91,7 +91,7 @@ class FeatureFrame:
     """How the frame was built: horizon, excluded and sensitive fields, consent drops."""
     sources: pd.DataFrame = field(default_factory=lambda: no_sources())
     """Index crm_id: the notes and activities the features were computed from, every one that
-    ``evidence`` names among them, as :func:`cited_sources` describes them; explaining a batch
+    ``evidence`` names among them, as :func:`evidence_sources` describes them; explaining a batch
     cites its evidence from here without reading the store again."""
 
     def __len__(self) -> int:
@@ -503,7 +503,6 @@ def frame_from_records(
         },
         index=index,
     )
-    evidence = {i: ev for i, ev in evidence.items() if ev and i in frame.index}
     has_label = labels.notna().any()
     return FeatureFrame(
         kind=kind,
@@ -511,7 +510,7 @@ def frame_from_records(
         cat_features=cats,
         labels=labels.astype(float) if has_label else None,
         as_of=as_of,
-        evidence=evidence,
+        evidence={i: ev for i, ev in evidence.items() if ev and i in frame.index},
         segments=segments,
         info={
             "horizon_days": context.horizon_days,
@@ -523,7 +522,7 @@ def frame_from_records(
             "excluded_sensitive_fields": sorted(set(sensitive) | set(PERSONAL_FIELDS)),
             "skipped_custom_fields": skipped,
         },
-        sources=cited_sources(activities, notes),
+        sources=evidence_sources(activities, notes),
     )
 
 
@@ -749,13 +748,13 @@ SOURCE_COLUMNS = ("kind", "at", "title", "body")
 
 
 def no_sources() -> pd.DataFrame:
-    """A sources frame with nothing in it (see :func:`cited_sources`)."""
+    """A sources frame with nothing in it (see :func:`evidence_sources`)."""
     frame = pd.DataFrame({c: pd.Series(dtype=object) for c in SOURCE_COLUMNS})
     frame["at"] = pd.Series(dtype="datetime64[us, UTC]")
     return frame.rename_axis("crm_id")
 
 
-def cited_sources(activities: pd.DataFrame | None, notes: pd.DataFrame | None) -> pd.DataFrame:
+def evidence_sources(activities: pd.DataFrame | None, notes: pd.DataFrame | None) -> pd.DataFrame:
     """The notes and activities a reason may cite, as it cites them, from rows already read.
 
     Columns are selected and renamed, nothing is done per row: a batch cites a few hundred of

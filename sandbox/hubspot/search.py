@@ -230,7 +230,8 @@ class SearchRequest:
             if operator in ("GT", "GTE", "EQ", "BETWEEN"):
                 low = max(low, (value, operator != "GT"), key=_lower_bound_order)
             if operator in ("LT", "LTE", "EQ", "BETWEEN"):
-                high = min(high, (top, operator != "LT"), key=_upper_bound_order)
+                # At one value an exclusive bound (False) sorts first: the tighter one.
+                high = min(high, (top, operator != "LT"))
         return Window(name, prop["type"], low, high, others)
 
     def _matches(self, rec: dict[str, Any]) -> bool:
@@ -268,10 +269,6 @@ class Window:
 def _lower_bound_order(bound: tuple[float, bool]) -> tuple[float, bool]:
     value, inclusive = bound
     return value, not inclusive  # at one value, an exclusive bound is the tighter one
-
-
-def _upper_bound_order(bound: tuple[float, bool]) -> tuple[float, bool]:
-    return bound  # at one value, an exclusive (False) bound sorts first, the tighter one
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pandas as pd
 from scoring_service_fixtures import HashEmbedder
 
 from core.store import Store
-from scoring.features import cited_sources
+from scoring.features import evidence_sources
 from scoring.reasons import (
     MIN_CONTRIBUTION,
     explain_batch,
@@ -56,7 +56,7 @@ def test_reasons_are_sentences_that_cite_the_notes_and_activities_behind_them(tm
     evidence = {"L1": {"signal_budget": ["002N1"], "competitor_mentions": ["002N1"],
                        "n_calls": ["00T1"]}}  # fmt: skip
     # The notes and activities as feature building reads and describes them.
-    sources = cited_sources(
+    sources = evidence_sources(
         store.to_arrow("t1", "activity").to_pandas(),
         store.to_arrow("t1", "note").to_pandas(),
     )
@@ -95,7 +95,7 @@ def test_citations_come_from_the_rows_the_features_read_with_their_fallbacks():
         {"crm_id": ["N1", "S1"], "title": ["Pricing", "Kept"], "body": ["Lost on price to corvex.", ""],
          "created_at": [None, earlier], "updated_at": [NOW, NOW]}
     )  # fmt: skip
-    sources = cited_sources(activities, notes)
+    sources = evidence_sources(activities, notes)
     frame = pd.DataFrame({"n_tasks": [1.0], "competitor_named": [1.0], "n_notes": [2.0]},
                          index=pd.Index(["L1"], name="crm_id"))  # fmt: skip
     shap = pd.DataFrame({"n_tasks": [0.5], "competitor_named": [-0.4], "n_notes": [0.3]},
