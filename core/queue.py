@@ -176,7 +176,7 @@ def resolve(func: str) -> Callable[..., Any]:
 def preload_job_modules() -> None:
     """Import :data:`JOB_MODULES` in this process, for the work horses it forks to inherit.
 
-    Modules are loaded, and the embedding model's rewritten bytes built
+    Modules are loaded, and the embedding model's rebuilt graph serialised
     (:func:`core.embeddings.integer_model`; otherwise every work horse that embeds spends 0.1 s
     on it). The model's session, LanceDB tables and CRM clients are still opened by each work
     horse, as they are not safe to share across a fork (an onnxruntime session or a connection
