@@ -49,6 +49,7 @@ from typing import Any
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS, BTree
 from lancedb.query import ColumnOrdering
 from marshmallow import fields as mfields
@@ -567,13 +568,26 @@ class Store:
         table = self._table(entity)
         if table is None:
             return schema.empty_table() if columns is None else schema.empty_table().select(columns)
-        where = _where(tenant_id, schema, filters)
+        long_lists = {
+            name: value
+            for name, value in (filters or {}).items()
+            if _is_list(value) and len(value) > IN_LIST_LIMIT and name in schema.names
+        }
+        where = _where(
+            tenant_id, schema, {k: v for k, v in (filters or {}).items() if k not in long_lists}
+        )
         query = table.search().where(where)
         if columns is not None:
             unknown = [c for c in columns if c not in schema.names]
             if unknown:
                 raise ValueError(f"{entity} has no column {unknown[0]!r}")
-            query = query.select(list(columns))
+            query = query.select(list(dict.fromkeys([*columns, *long_lists])))
+        if long_lists:
+            found = query.limit(None).to_arrow()
+            for name, values in long_lists.items():
+                found = _keep_in(found, name, values)
+            found = found.select(list(columns)) if columns is not None else found
+            return found.slice(0, limit) if limit is not None else found
         query = query.limit(limit) if limit is not None else query.limit(None)
         return query.to_arrow()
 
@@ -757,19 +771,19 @@ class Store:
         _require_tenant(tenant_id)
         if "write_ledger" not in _list_tables(self._db) or not crm_ids:
             return {}
-        where = (
-            f"{_tenant_filter(tenant_id)} AND object_name = {_sql_literal(object_name)}"
-            f" AND crm_id IN ({_sql_list(crm_ids)})"
-        )
-        rows = (
+        where = f"{_tenant_filter(tenant_id)} AND object_name = {_sql_literal(object_name)}"
+        long_list = len(crm_ids) > IN_LIST_LIMIT
+        if not long_list:
+            where += f" AND crm_id IN ({_sql_list(crm_ids)})"
+        found = (
             self._system_table("write_ledger", WRITE_LEDGER_SCHEMA)
             .search()
             .where(where)
             .select(["crm_id", "field", "value_json"])
             .limit(None)
             .to_arrow()
-            .to_pylist()
         )
+        rows = (_keep_in(found, "crm_id", crm_ids) if long_list else found).to_pylist()
         held: dict[str, dict[str, str]] = {}
         for row in rows:
             held.setdefault(row["crm_id"], {})[row["field"]] = row["value_json"]
@@ -1125,15 +1139,18 @@ class Store:
     ) -> list[dict[str, Any]]:
         if name not in _list_tables(self._db):
             return []
+        long_list = crm_ids is not None and len(crm_ids) > IN_LIST_LIMIT
         if crm_ids is not None:
             if not crm_ids:
                 return []
-            where += f" AND crm_id IN ({_sql_list(crm_ids)})"
+            if not long_list:
+                where += f" AND crm_id IN ({_sql_list(crm_ids)})"
         if since is not None:
             where += f" AND {time_column} >= {_sql_literal(since)}"
-        rows = (
-            self._system_table(name, schema).search().where(where).limit(None).to_arrow()
-        ).to_pylist()
+        found = self._system_table(name, schema).search().where(where).limit(None).to_arrow()
+        if long_list and crm_ids is not None:
+            found = _keep_in(found, "crm_id", crm_ids)
+        rows = found.to_pylist()
         return sorted(rows, key=lambda r: r[time_column])
 
     # ----------------------------------------------------------------------------------------------
@@ -1432,6 +1449,23 @@ def _sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+IN_LIST_LIMIT = 1000
+"""Values up to which an ``IN`` filter goes into LanceDB's where clause. Lance's cost there grows
+with the list: on 100,000 leads, 1,000 ids took 0.9 s, 10,000 took 6.3 s and 2.5 GB, and 85,000
+took a process past 12 GB. Longer lists are applied to the scanned rows in Arrow instead (a hash
+set: 0.9 s for 10,000 ids)."""
+
+
+def _is_list(value: Any) -> bool:
+    return isinstance(value, list | tuple | set | frozenset)
+
+
+def _keep_in(table: pa.Table, column: str, values: Collection[Any]) -> pa.Table:
+    """The rows of ``table`` whose ``column`` is one of ``values``."""
+    value_set = pa.array(list(values), type=table.schema.field(column).type)
+    return table.filter(pc.is_in(table[column], value_set=value_set))
+
+
 def _sql_list(values: Iterable[Any]) -> str:
     return ", ".join(_sql_literal(v) for v in values)
 
@@ -1445,7 +1479,7 @@ def _where(tenant_id: str, schema: pa.Schema, filters: Mapping[str, Any] | None)
     for name, value in (filters or {}).items():
         if name not in schema.names or name == "tenant_id":
             raise ValueError(f"cannot filter on {name!r}: not a column of this table")
-        if isinstance(value, list | tuple | set | frozenset):
+        if _is_list(value):
             if not value:
                 return "FALSE"
             clauses.append(f"{name} IN ({_sql_list(value)})")

@@ -322,3 +322,37 @@ def test_a_vector_refresh_goes_a_batch_at_a_time(tmp_path):
     assert store.refresh_note_vectors("t1", limit=2) == (2, 1)
     assert store.refresh_note_vectors("t1", limit=2) == (1, 0)
     assert store.refresh_note_vectors("t1", limit=0) == (0, 0)
+
+
+def test_long_id_lists_are_filtered_after_the_scan_with_the_same_rows_as_a_where_clause(
+    store, monkeypatch
+):
+    import core.store
+
+    store.upsert("t1", "lead", [lead("t1", i, company=f"Co {i}") for i in range(30)])
+    store.upsert("t2", "lead", [lead("t2", i) for i in range(30)])
+    store.record_writes("t1", "Lead", [(f"00Q{i:07d}", "Score__c", str(i)) for i in range(30)])
+    ids = [f"00Q{i:07d}" for i in range(0, 30, 3)] + ["00Q9999999"]
+
+    def reads():
+        return (
+            sorted(r["crm_id"] for r in store.get_many("t1", "lead", ids)),
+            store.to_arrow("t1", "lead", filters={"crm_id": ids}, columns=["company"])
+            .sort_by("company")
+            .to_pylist(),
+            store.to_arrow("t1", "lead", filters={"crm_id": ids}, limit=4).num_rows,
+            store.last_written("t1", "Lead", ids),
+        )
+
+    in_where = reads()
+    monkeypatch.setattr(core.store, "IN_LIST_LIMIT", 3)
+    after_scan = reads()
+    assert after_scan == in_where
+    assert in_where[0] == ids[:-1]
+    assert in_where[1] == sorted(
+        ({"company": f"Co {i}"} for i in range(0, 30, 3)), key=lambda r: r["company"]
+    )
+    assert in_where[2] == 4
+    assert sorted(in_where[3]) == ids[:-1]
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        store.to_arrow("t1", "lead", filters={"crm_id": ids}, columns=["nope"])
