@@ -44,10 +44,10 @@ from copilot.llm import GenerationFailed, copilot_for
 from copilot.next_steps import build_followup, lead_next_step, record_evidence, record_reasons
 from copilot.results import CopilotResult, load_results, save_results, values
 from core.services import Services, current
+from sync.writeback import queue_writeback
 
 log = logging.getLogger(__name__)
 
-WRITEBACK_JOB = "sync.writeback.write_results"
 REFRESH_CHUNK = 200
 """Record ids per copilot refresh job."""
 SEGMENTS_INTERVAL_S = 24 * 3600
@@ -137,7 +137,7 @@ def refresh_deals(tenant_id: str, opportunity_ids: list[str]) -> dict[str, Any] 
     summary["battle_cards"] = _battle_cards(services, tenant_id, ids, flags)
     after = load_results(store, tenant_id, "opportunity", ids)
     changed = [i for i in ids if values(after.get(i, {})) != values(before.get(i, {}))]
-    summary["writeback_jobs"] = _queue_writeback(services, tenant_id, "opportunity", changed)
+    summary["writeback_jobs"] = queue_writeback(services, tenant_id, "opportunity", changed)
     return summary
 
 
@@ -215,7 +215,7 @@ def refresh_leads(tenant_id: str, lead_ids: list[str]) -> dict[str, Any] | None:
         save_results(store, tenant_id, saved)
     after = load_results(store, tenant_id, "lead", ids)
     changed = [i for i in ids if values(after.get(i, {})) != values(before.get(i, {}))]
-    summary["writeback_jobs"] = _queue_writeback(services, tenant_id, "lead", changed)
+    summary["writeback_jobs"] = queue_writeback(services, tenant_id, "lead", changed)
     return summary
 
 
@@ -237,7 +237,7 @@ def refresh_segments(tenant_id: str, reschedule: bool = True) -> dict[str, Any] 
     for entity in entities:
         after = load_results(services.store, tenant_id, entity, results=["segment"])
         changed = [i for i in after if values(after[i]) != values(before[entity].get(i, {}))]
-        jobs += _queue_writeback(services, tenant_id, entity, changed)
+        jobs += queue_writeback(services, tenant_id, entity, changed)
     if reschedule:
         day = int(time.time() // SEGMENTS_INTERVAL_S) + 1
         services.queue.enqueue_in(
@@ -338,15 +338,6 @@ def _battle_cards(
         log.warning("battle cards unavailable; %d contested deals wait", len(contested))
         return 0
     return len(refresh_battle_cards(services, tenant_id, contested))
-
-
-def _queue_writeback(
-    services: Services, tenant_id: str, entity: str, crm_ids: Sequence[str]
-) -> list[str]:
-    if not crm_ids:
-        return []
-    job = services.queue.enqueue(WRITEBACK_JOB, tenant_id, entity, list(crm_ids), queue="high")
-    return [job] if job else []
 
 
 def _digest(*parts: Any) -> str:

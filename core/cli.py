@@ -599,7 +599,8 @@ def score(
     if not score_all and not crm_ids:
         raise click.UsageError("choose --all or name records with --id")
     from core.services import configure
-    from scoring.jobs import queue_writeback, score_and_match
+    from scoring.jobs import score_and_match
+    from sync.writeback import queue_writeback
 
     services = configure(Config.from_env())
     chosen = _active_tenants(services, tenant_ids, "score")

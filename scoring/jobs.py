@@ -18,17 +18,12 @@ from core.services import Services, current
 from scoring.matching import match_leads
 from scoring.predict import KINDS, ScoreResult, score_records
 from scoring.settings import load_settings
+from sync.writeback import queue_writeback
 
 log = logging.getLogger(__name__)
 
-WRITEBACK_JOB = "sync.writeback.write_results"
-"""The write-back job: ``write_results(tenant_id, kind, crm_ids)``."""
 BATCH_INTERVAL_S = 24 * 3600
 """Every open record is rescored (and drift checked) this often, besides event-driven scoring."""
-WRITEBACK_CHUNK = 1000
-"""Record ids per write-back job (ten HubSpot batch updates, five Salesforce composite calls).
-Each job starts with a fresh process that loads the connector before its first write, about a
-second of CPU: a batch scoring of 5,000 leads is written by five jobs rather than ten."""
 PARENT_LINKS = {"lead": "lead_id", "opportunity": "opportunity_id"}
 """How a note or activity points at the records it changes the score of."""
 
@@ -124,19 +119,6 @@ def targets(
         if ids:
             found[kind] = ids
     return found
-
-
-def queue_writeback(
-    services: Services, tenant_id: str, kind: str, crm_ids: Sequence[str]
-) -> list[str]:
-    """Queue the write-back of records, in chunks; returns the queued job ids."""
-    queued = []
-    for start in range(0, len(crm_ids), WRITEBACK_CHUNK):
-        chunk = list(crm_ids[start : start + WRITEBACK_CHUNK])
-        job_id = services.queue.enqueue(WRITEBACK_JOB, tenant_id, kind, chunk, queue="high")
-        if job_id:
-            queued.append(job_id)
-    return queued
 
 
 def queue_copilot(

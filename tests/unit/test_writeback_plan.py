@@ -7,7 +7,7 @@ import pytest
 from core.config import Config
 from core.services import configure
 from core.tenants import Tenant, Tokens
-from sync.writeback import as_json, describe_plan, plan_writes
+from sync.writeback import WRITEBACK_CHUNK, as_json, describe_plan, plan_writes, queue_writeback
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 SF = "salesforce-00D5g000004ABCDEA2"
@@ -121,3 +121,20 @@ def test_audit_entries_and_the_write_ledger_go_with_an_erased_record(services):
     assert services.store.erase_record_history(SF, ["00Q0001"]) == 2
     assert services.store.audit(SF) == []
     assert services.store.last_written(SF, "Lead", ["00Q0001"]) == {}
+
+
+def test_writeback_is_queued_in_chunks_so_no_job_reads_a_whole_tenant(services, monkeypatch):
+    queued = []
+
+    def enqueue(func, tenant_id, kind, crm_ids, queue):
+        queued.append((func, tenant_id, kind, len(crm_ids), queue))
+        return f"job-{len(queued)}"
+
+    monkeypatch.setattr(services.queue, "enqueue", enqueue)
+    ids = [f"{i}" for i in range(2 * WRITEBACK_CHUNK + 1)]
+    assert queue_writeback(services, HS, "lead", ids) == ["job-1", "job-2", "job-3"]
+    assert [size for _, _, _, size, _ in queued] == [WRITEBACK_CHUNK, WRITEBACK_CHUNK, 1]
+    assert {(func, tenant, kind, queue) for func, tenant, kind, _, queue in queued} == {
+        ("sync.writeback.write_results", HS, "lead", "high")
+    }
+    assert queue_writeback(services, HS, "lead", []) == []
