@@ -352,3 +352,20 @@ def test_tables_that_disagree_with_catboost_are_dropped_for_catboosts_own_values
     assert not model.prepare_explanations()
     exact = _catboost_shap(model, features)
     np.testing.assert_allclose(contributions.to_numpy(), exact[:, :-1] * 0.9, rtol=0, atol=1e-12)
+
+
+def test_batches_cut_from_one_feature_read_score_as_records_read_batch_by_batch(services):
+    _leads(services, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    ids = [f"00Q{i}" for i in (10, 3, 7, 0, 5, 1, 9, 2, 8, 4, 6)] + ["00Q-gone"]
+
+    def scored(batch_size):
+        return [
+            (r.crm_id, r.score, r.grade, r.reasons, r.next_step, r.segment)
+            for r in score_records(services, TENANT, "lead", ids, dry_run=True,
+                                   model=ClicksModel(), batch_size=batch_size)
+        ]  # fmt: skip
+
+    one_read = scored(batch_size=4)
+    assert sorted(one_read) == sorted(scored(batch_size=len(ids)))
+    assert sorted(crm_id for crm_id, *_ in one_read) == sorted(ids[:-1])
+    assert len({score for _, score, *_ in one_read}) == 11
