@@ -30,7 +30,7 @@ import html
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -298,8 +298,9 @@ def refresh_battle_cards(
     ids = sorted(set(opportunity_ids))
     stored = _stored(services, tenant_id, ids)
     built: list[CopilotResult] = []
+    shared = _Shared()
     for opportunity_id in ids:
-        plan = _plan(services, tenant_id, opportunity_id)
+        plan = _plan(services, tenant_id, opportunity_id, shared)
         if plan is None:
             continue
         held = stored.get(opportunity_id)
@@ -353,7 +354,24 @@ def deal_competitor(
 # Evidence
 
 
-def _plan(services: Any, tenant_id: str, opportunity_id: str) -> _Plan | None:
+@dataclass
+class _Shared:
+    """What every card of one refresh shares, built on first use.
+
+    The deal index, and per competitor the evidence that does not depend on the deal: the
+    searches across closed deals and intel, and the closed deals' records. A refresh of 200
+    deals against a handful of competitors runs those searches once per competitor, not per deal.
+    """
+
+    deals: dict[str, dict[str, Any]] | None = None
+    against: dict[tuple[str, tuple[str, ...]], tuple[list[Evidence], list[Evidence]]] = field(
+        default_factory=dict
+    )
+
+
+def _plan(
+    services: Any, tenant_id: str, opportunity_id: str, shared: _Shared | None = None
+) -> _Plan | None:
     from copilot.intel import doc_versions
     from copilot.settings import load_settings
 
@@ -363,34 +381,26 @@ def _plan(services: Any, tenant_id: str, opportunity_id: str) -> _Plan | None:
     competitor, aliases = found
     store = services.store
     settings = load_settings(services.registry, tenant_id)
+    shared = shared if shared is not None else _Shared()
+    if shared.deals is None:
+        shared.deals = deal_index(store, tenant_id)
+    deals = shared.deals
     wordings = {w.casefold() for w in (competitor, *aliases)}
-    deals = deal_index(store, tenant_id)
+    # Cards are built for open deals only, so the deal itself is never among the closed ones.
     closed = [
         d
         for d in deals.values()
-        if d["is_closed"]
-        and d["crm_id"] != opportunity_id
-        and any(v.casefold() in wordings for v in d["competitors"] or ())
+        if d["is_closed"] and any(v.casefold() in wordings for v in d["competitors"] or ())
     ]
-    against = {"competitor": competitor, "aliases": list(aliases)}
-    searches: list[tuple[str, dict[str, Any], tuple[str, ...], int]] = [
-        (f"{competitor} won champion pilot budget approved what won it", {"outcome": "won"},
-         ("note", "activity"), 14),
-        (f"{competitor} lost chose {competitor} price security integration decision",
-         {"outcome": "lost"}, ("note", "activity"), 14),
-        ("objection concern price security integration timing contract", {"outcome": "won"},
-         ("note",), 8),
-        ("objection concern price security integration timing contract", {"outcome": "lost"},
-         ("note",), 8),
-        (f"{competitor} positioning strengths weaknesses", {}, ("intel",), 6),
-        ("pricing price discount license tier packaging", {}, ("intel",), 4),
-    ]  # fmt: skip
+    closed.sort(key=lambda d: (d.get("close_date") or date.min, d["crm_id"]), reverse=True)
+    if (competitor, aliases) not in shared.against:
+        shared.against[(competitor, aliases)] = _competitor_evidence(
+            store, tenant_id, competitor, aliases, closed
+        )
+    searched, closed_records = shared.against[(competitor, aliases)]
     evidence: dict[str, Evidence] = {}
-    for query, facets, kinds, limit in searches:
-        for item in retrieve(
-            store, tenant_id, query, facets={**against, **facets}, kinds=kinds, limit=limit
-        ):
-            evidence.setdefault(item.ref, item)
+    for item in searched:
+        evidence.setdefault(item.ref, item)
     own = retrieve(
         store,
         tenant_id,
@@ -401,8 +411,7 @@ def _plan(services: Any, tenant_id: str, opportunity_id: str) -> _Plan | None:
     )
     for item in own:
         evidence.setdefault(item.ref, _labelled(item, own_deal="yes"))
-    closed.sort(key=lambda d: (d.get("close_date") or date.min, d["crm_id"]), reverse=True)
-    for deal_evidence in _deal_records(store, tenant_id, closed[:MAX_CLOSED_DEALS]):
+    for deal_evidence in closed_records:
         evidence.setdefault(deal_evidence.ref, deal_evidence)
     segment = _segment_evidence(store, tenant_id, deals.get(opportunity_id))
     if segment is not None:
@@ -445,6 +454,42 @@ def _plan(services: Any, tenant_id: str, opportunity_id: str) -> _Plan | None:
         evidence_hash=digest,
         crm=services.registry.get(tenant_id).crm,
     )
+
+
+def _competitor_evidence(
+    store: Any,
+    tenant_id: str,
+    competitor: str,
+    aliases: tuple[str, ...],
+    closed: list[dict[str, Any]],
+) -> tuple[list[Evidence], list[Evidence]]:
+    """Evidence against a competitor that every deal's card shares.
+
+    Returns:
+        The search results, in order, and the records of the most recently closed deals the
+        competitor was in (``closed``, newest first).
+    """
+    against = {"competitor": competitor, "aliases": list(aliases)}
+    searches: list[tuple[str, dict[str, Any], tuple[str, ...], int]] = [
+        (f"{competitor} won champion pilot budget approved what won it", {"outcome": "won"},
+         ("note", "activity"), 14),
+        (f"{competitor} lost chose {competitor} price security integration decision",
+         {"outcome": "lost"}, ("note", "activity"), 14),
+        ("objection concern price security integration timing contract", {"outcome": "won"},
+         ("note",), 8),
+        ("objection concern price security integration timing contract", {"outcome": "lost"},
+         ("note",), 8),
+        (f"{competitor} positioning strengths weaknesses", {}, ("intel",), 6),
+        ("pricing price discount license tier packaging", {}, ("intel",), 4),
+    ]  # fmt: skip
+    found = [
+        item
+        for query, facets, kinds, limit in searches
+        for item in retrieve(
+            store, tenant_id, query, facets={**against, **facets}, kinds=kinds, limit=limit
+        )
+    ]
+    return found, _deal_records(store, tenant_id, closed[:MAX_CLOSED_DEALS])
 
 
 def _deal_records(store: Any, tenant_id: str, deals: Sequence[Mapping[str, Any]]) -> list[Evidence]:

@@ -10,6 +10,8 @@ from connectors.salesforce.mappers import to_opportunity
 from copilot.battle_cards import (
     MAX_VALUE_CHARS,
     TASK,
+    _plan,
+    _Shared,
     build_battle_card,
     card_refs,
     deal_competitor,
@@ -251,3 +253,15 @@ def test_new_intel_rebuilds_the_card_and_the_card_cites_it(world, tmp_path):
     intel_refs = [r for r in card_refs(card.detail) if r.startswith("intel:")]
     assert intel_refs and "$80 per seat" in card.value
     assert resolve_ref(services.store, NORTH, intel_refs[0])["competitor"] == competitor
+
+
+def test_a_refresh_plans_each_card_as_it_would_be_planned_alone(world):
+    # One refresh shares the competitor-wide searches among its deals; every plan must still
+    # equal the plan of that deal built on its own.
+    services, _, open_with, _ = world
+    shared = _Shared()
+    together = [_plan(services, NORTH, deal_id, shared) for deal_id in open_with]
+    alone = [_plan(services, NORTH, deal_id) for deal_id in open_with]
+    assert together == alone
+    assert len(shared.against) < len(open_with)
+    assert all(plan is not None and plan.evidence for plan in together)
