@@ -33,7 +33,7 @@ import itertools
 import json
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -161,6 +161,7 @@ def deal_flags(
     *,
     now: datetime | None = None,
     apply_reviews: bool = True,
+    loaded: Mapping[str, _Deal] | None = None,
 ) -> dict[str, list[RiskFlag]]:
     """Risk flags of open deals, with the tenant's thresholds and standing reviews applied.
 
@@ -170,6 +171,7 @@ def deal_flags(
         opportunity_ids: the deals; closed and unknown ones get no entry.
         now: the moment to judge at (default: now).
         apply_reviews: drop overridden flags and mark acknowledged ones (False: raw flags).
+        loaded: these deals as :func:`load_open_deals` returned them, when the caller has them.
 
     Returns:
         Deal id -> its flags in :data:`FLAGS` order (an empty list for a clean open deal).
@@ -186,6 +188,7 @@ def deal_flags(
         now=now,
         competitor_aliases=tenant_competitors(services, tenant_id),
         apply_reviews=apply_reviews,
+        loaded=loaded,
     )
 
 
@@ -198,6 +201,7 @@ def compute_flags(
     now: datetime | None = None,
     competitor_aliases: Mapping[str, Sequence[str]] | None = None,
     apply_reviews: bool = True,
+    loaded: Mapping[str, _Deal] | None = None,
 ) -> dict[str, list[RiskFlag]]:
     """Risk flags of open deals for explicit thresholds (see :func:`deal_flags`).
 
@@ -209,9 +213,10 @@ def compute_flags(
         now: the moment to judge at (default: now).
         competitor_aliases: competitor name -> aliases looked for in the deal's notes.
         apply_reviews: drop overridden flags and mark acknowledged ones.
+        loaded: these deals as :func:`load_open_deals` returned them, when the caller has them.
     """
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    deals = load_open_deals(store, tenant_id, opportunity_ids)
+    deals = loaded if loaded is not None else load_open_deals(store, tenant_id, opportunity_ids)
     if not deals:
         return {}
     medians = stage_medians(store, tenant_id)
@@ -603,33 +608,53 @@ FORECAST_NOTE_TASK = Task(
 )
 
 
-def note_evidence(
-    services: Services, tenant_id: str, opportunity_id: str, flags: Sequence[RiskFlag]
-) -> list[Evidence]:
-    """The citable evidence of a deal's note: the deal, its latest notes and activities.
+def deals_evidence(
+    services: Services,
+    tenant_id: str,
+    deals: Mapping[str, _Deal],
+    flags: Mapping[str, Sequence[RiskFlag]],
+) -> dict[str, list[Evidence]]:
+    """The citable evidence of each deal's note: the deal, its latest notes and activities.
 
-    Notes and activities of people whose consent forbids processing are left out: they never
-    reach the model. Every ref a flag cites is included.
+    Works from deals already loaded by :func:`load_open_deals`, with one consent lookup for all
+    their people. Notes and activities of people whose consent forbids processing are left out:
+    they never reach the model. Every ref a deal's flags cite is included.
+
+    Returns:
+        Deal id -> its evidence, the deal itself first.
     """
     from scoring.features import consent_blocked
 
-    store = services.store
-    deal = store.get(tenant_id, "opportunity", opportunity_id)
-    if deal is None:
-        return []
-    loaded = load_open_deals(store, tenant_id, [opportunity_id]).get(opportunity_id)
-    rows = [("activity", a) for a in (loaded.activities if loaded else [])]
-    rows += [("note", n) for n in (loaded.notes if loaded else [])]
-    people = sorted({r["contact_id"] for _, r in rows if r.get("contact_id")})
+    people = sorted(
+        {
+            row["contact_id"]
+            for deal in deals.values()
+            for row in (*deal.activities, *deal.notes)
+            if row.get("contact_id")
+        }
+    )
     blocked = {
-        p["crm_id"] for p in store.get_many(tenant_id, "contact", people) if consent_blocked(p)
+        p["crm_id"]
+        for p in services.store.get_many(tenant_id, "contact", people)
+        if consent_blocked(p)
     }
+    return {
+        crm_id: _evidence_of(deal, flags.get(crm_id, ()), blocked) for crm_id, deal in deals.items()
+    }
+
+
+def _evidence_of(
+    deal: _Deal, flags: Sequence[RiskFlag], blocked: Collection[str]
+) -> list[Evidence]:
+    rows = [("activity", a) for a in deal.activities]
+    rows += [("note", n) for n in deal.notes]
     rows = [(kind, r) for kind, r in rows if r.get("contact_id") not in blocked]
     wanted = {ref for flag in flags for ref in flag.refs}
     rows.sort(key=lambda kr: _row_time(kr[0], kr[1]) or datetime.min.replace(tzinfo=UTC))
     chosen = [kr for kr in rows if f"{kr[0]}:{kr[1]['crm_id']}" in wanted]
     recent = [kr for kr in reversed(rows) if kr not in chosen][:NOTE_EVIDENCE_LIMIT]
-    evidence = [_deal_evidence(deal)]
+    stage = str(deal.record.get("stage") or "")
+    evidence = [_deal_evidence(deal.record)]
     for kind, row in chosen + recent:
         when = _row_time(kind, row)
         text = row.get("body") or row.get("subject") or row.get("title") or ""
@@ -641,7 +666,7 @@ def note_evidence(
                 kind=kind,
                 date=_day(when) if when else None,
                 text=text.strip(),
-                facets={"stage": str(deal.get("stage") or "")},
+                facets={"stage": stage},
             )
         )
     return evidence

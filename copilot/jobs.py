@@ -34,14 +34,14 @@ from copilot.forecast import (
     FORECAST_NOTE_TASK,
     RiskFlag,
     deal_flags,
+    deals_evidence,
     flags_value,
     load_open_deals,
-    note_evidence,
     note_value,
     offline_note,
 )
 from copilot.llm import GenerationFailed, copilot_for
-from copilot.next_steps import build_followup, lead_next_step, record_evidence, record_reasons
+from copilot.next_steps import build_followup, lead_next_step, records_evidence, scored_reasons
 from copilot.results import CopilotResult, load_results, save_results, values
 from core.services import Services, current
 from sync.writeback import queue_writeback
@@ -91,7 +91,8 @@ def refresh_deals(tenant_id: str, opportunity_ids: list[str]) -> dict[str, Any] 
     now = datetime.now(UTC)
     deals = load_open_deals(store, tenant_id, opportunity_ids)
     ids = sorted(deals)
-    flags = deal_flags(services, tenant_id, ids, now=now)
+    flags = deal_flags(services, tenant_id, ids, now=now, loaded=deals)
+    evidence_of = deals_evidence(services, tenant_id, deals, flags)
     before = load_results(store, tenant_id, "opportunity", ids)
     summary: dict[str, Any] = {"deals": len(ids), "generated": 0, "unchanged": 0, "failed": []}
     saved: list[CopilotResult] = []
@@ -99,7 +100,7 @@ def refresh_deals(tenant_id: str, opportunity_ids: list[str]) -> dict[str, Any] 
     for crm_id in ids:
         record = deals[crm_id].record
         deal_flags_now = flags.get(crm_id, [])
-        evidence = note_evidence(services, tenant_id, crm_id, deal_flags_now)
+        evidence = evidence_of[crm_id]
         inputs = _digest(
             [f.detail() for f in deal_flags_now], [(e.ref, e.date, e.text) for e in evidence]
         )
@@ -176,9 +177,10 @@ def refresh_leads(tenant_id: str, lead_ids: list[str]) -> dict[str, Any] | None:
     summary: dict[str, Any] = {"leads": len(ids), "next_steps": 0, "drafts": 0, "failed": []}
     summary["skipped"] = len(set(lead_ids)) - len(ids)
     saved: list[CopilotResult] = []
+    evidence_of = records_evidence(store, tenant_id, "lead", [leads[i] for i in ids])
     for crm_id in ids:
         lead = leads[crm_id]
-        evidence = record_evidence(store, tenant_id, "lead", lead)
+        evidence = evidence_of[crm_id]
         step = lead_next_step(lead, evidence, now=now)
         if step is not None:
             saved.append(
@@ -200,10 +202,16 @@ def refresh_leads(tenant_id: str, lead_ids: list[str]) -> dict[str, Any] | None:
         held = before.get(crm_id, {}).get("followup_draft")
         if held is not None and held.detail.get("inputs") == inputs:
             continue
-        reasons, default_step = record_reasons(services, tenant_id, "lead", lead)
+        reasons, default_step = scored_reasons(scored[crm_id])
         try:
             draft = build_followup(
-                services, tenant_id, "lead", lead, reasons, step["text"] if step else default_step
+                services,
+                tenant_id,
+                "lead",
+                lead,
+                reasons,
+                step["text"] if step else default_step,
+                evidence,
             )
         except GenerationFailed as exc:
             summary["failed"].append((crm_id, str(exc)))

@@ -24,6 +24,7 @@ from core.store import Store
 
 if TYPE_CHECKING:
     from copilot.forecast import RiskFlag
+    from scoring.predict import ScoreResult
 
 NEXT_STEP_BY_FLAG = {
     "close_date_past": "Agree a new close date with the buyer and confirm what still has to happen "
@@ -253,52 +254,52 @@ def record_evidence(
     store: Store, tenant_id: str, entity: str, record: Mapping[str, Any]
 ) -> list[Evidence]:
     """The latest notes and activities of a lead, contact or deal, oldest first, as evidence."""
+    return records_evidence(store, tenant_id, entity, [record])[record["crm_id"]]
+
+
+def records_evidence(
+    store: Store, tenant_id: str, entity: str, records: Sequence[Mapping[str, Any]]
+) -> dict[str, list[Evidence]]:
+    """:func:`record_evidence` of many records of one entity, read in one query per table.
+
+    Returns:
+        CRM id -> that record's evidence.
+    """
     link = _LINKS[entity]
-    crm_id = record["crm_id"]
-    notes = store.query(
+    ids = [r["crm_id"] for r in records]
+    items: dict[str, list[tuple[datetime, Evidence]]] = {crm_id: [] for crm_id in ids}
+    for n in store.query(
         tenant_id,
         "note",
-        filters={link: crm_id},
-        columns=["crm_id", "title", "body", "created_at", "updated_at"],
-    )
-    acts = store.query(
+        filters={link: ids},
+        columns=["crm_id", "title", "body", "created_at", "updated_at", link],
+    ):
+        at = n["created_at"] or n["updated_at"]
+        body = (n["body"] or "").strip()
+        evidence = Evidence(f"note:{n['crm_id']}", "note", at.date().isoformat(), body, {})
+        items[n[link]].append((at, evidence))
+    for a in store.query(
         tenant_id,
         "activity",
-        filters={link: crm_id},
-        columns=["crm_id", "type", "subject", "body", "occurred_at", "direction"],
-    )
-    items: list[tuple[datetime, Evidence]] = []
-    for n in notes:
-        at = n["created_at"] or n["updated_at"]
-        items.append(
-            (
-                at,
-                Evidence(
-                    f"note:{n['crm_id']}",
-                    "note",
-                    at.date().isoformat(),
-                    (n["body"] or "").strip(),
-                    {},
-                ),
-            )
-        )
-    for a in acts:
+        filters={link: ids},
+        columns=["crm_id", "type", "subject", "body", "occurred_at", "direction", link],
+    ):
         at = a["occurred_at"]
         text = f"{a['type']}: {a['subject'] or ''}. {a['body'] or ''}".strip()
         facets = {"type": a["type"], "direction": a["direction"] or ""}
-        items.append(
-            (
-                at,
-                Evidence(
-                    f"activity:{a['crm_id']}", "activity", at.date().isoformat(), text, facets
-                ),
-            )
+        evidence = Evidence(
+            f"activity:{a['crm_id']}", "activity", at.date().isoformat(), text, facets
         )
-    items.sort(key=lambda x: (x[0], x[1].ref))
+        items[a[link]].append((at, evidence))
     kind = "opportunity" if entity == "opportunity" else entity
-    head = Evidence(f"{kind}:{crm_id}", kind, None, _describe(entity, record), {})
-    chosen = [e for _, e in items[-EVIDENCE_LIMIT:]]
-    return [head, *chosen] if entity == "opportunity" else chosen
+    found: dict[str, list[Evidence]] = {}
+    for record in records:
+        crm_id = record["crm_id"]
+        dated = sorted(items[crm_id], key=lambda x: (x[0], x[1].ref))
+        chosen = [e for _, e in dated[-EVIDENCE_LIMIT:]]
+        head = Evidence(f"{kind}:{crm_id}", kind, None, _describe(entity, record), {})
+        found[crm_id] = [head, *chosen] if entity == "opportunity" else chosen
+    return found
 
 
 def build_followup(
@@ -308,8 +309,11 @@ def build_followup(
     record: Mapping[str, Any],
     reasons: Sequence[Mapping[str, Any]],
     step: str,
+    evidence: Sequence[Evidence] | None = None,
 ) -> CopilotResult:
     """Generate and return (not save) the follow-up draft of one record.
+
+    ``evidence`` is the record's :func:`record_evidence` when the caller read it already.
 
     Raises:
         GenerationFailed: the model's answer stayed invalid; nothing is saved.
@@ -318,7 +322,8 @@ def build_followup(
     from copilot.settings import load_settings
 
     language = load_settings(services.registry, tenant_id).followup_language
-    evidence = record_evidence(services.store, tenant_id, entity, record)
+    if evidence is None:
+        evidence = record_evidence(services.store, tenant_id, entity, record)
     refs = {e.ref for e in evidence}
     usable = [
         {"text": r["text"], "cites": [c for c in r.get("cites") or [] if c in refs]}
@@ -403,7 +408,11 @@ def record_reasons(
         open_flags = [f for f in flags if not f.acknowledged]
         reasons = [{"text": f.text, "cites": list(f.refs)} for f in open_flags]
         return reasons, deal_next_step(record, open_flags)
-    scored = latest_results(services.store, tenant_id, entity, [crm_id]).get(crm_id)
+    return scored_reasons(latest_results(services.store, tenant_id, entity, [crm_id]).get(crm_id))
+
+
+def scored_reasons(scored: ScoreResult | None) -> tuple[list[dict[str, Any]], str]:
+    """The reasons a lead's or contact's draft answers and its next step, from its latest score."""
     reasons = []
     if scored is not None:
         for item in scored.reasons_detail[:3]:

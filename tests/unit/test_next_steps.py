@@ -11,6 +11,7 @@ import pytest
 from scoring_service_fixtures import TENANT, scoring_services
 
 from copilot import jobs
+from copilot.forecast import deal_flags, deals_evidence, load_open_deals
 from copilot.llm import OFFLINE_LABEL, Evidence
 from copilot.next_steps import (
     FOLLOWUP_TASK,
@@ -19,6 +20,8 @@ from copilot.next_steps import (
     draft_followup,
     lead_next_step,
     offline_followup,
+    record_evidence,
+    records_evidence,
     word_count,
 )
 from copilot.results import load_results
@@ -183,6 +186,59 @@ def test_deal_refresh_writes_flags_note_and_next_step_offline(as_current: Servic
     again = jobs.refresh_deals(TENANT, ["opp-risky", "opp-fine"])
     assert again is not None
     assert (again["generated"], again["unchanged"], again["writeback_jobs"]) == (0, 2, [])
+
+
+def test_evidence_read_for_many_records_equals_evidence_read_one_by_one(tenant: Any) -> None:
+    services, _ = tenant
+    store = services.store
+    leads = [
+        {**_base(f"lead-ev-{i}", 5), "first_name": "Ev", "last_name": str(i), "company": "Ev Co"}
+        for i in range(3)
+    ]
+    store.upsert(TENANT, "lead", leads)
+    # lead-ev-0 has more dated items than the evidence keeps; lead-ev-2 has none at all.
+    store.upsert(
+        TENANT,
+        "note",
+        [
+            {**_base(f"n-ev-{i}", 20 - i), "body": f"Note {i}", "lead_id": "lead-ev-0"}
+            for i in range(5)
+        ]
+        + [{**_base("n-ev-9", 3), "body": "Other lead", "lead_id": "lead-ev-1"}],
+    )
+    store.upsert(
+        TENANT,
+        "activity",
+        [
+            {
+                **_base(f"a-ev-{i}", 10 - i),
+                "type": "email",
+                "subject": f"Mail {i}",
+                "direction": "inbound",
+                "occurred_at": NOW - timedelta(days=10 - i),
+                "lead_id": "lead-ev-0",
+            }
+            for i in range(4)
+        ],
+    )
+    together = records_evidence(store, TENANT, "lead", leads)
+    assert together == {
+        lead["crm_id"]: record_evidence(store, TENANT, "lead", lead) for lead in leads
+    }
+    assert len(together["lead-ev-0"]) == 6 and together["lead-ev-2"] == []
+    assert [e.ref for e in together["lead-ev-1"]] == ["note:n-ev-9"]
+
+    ids = ["opp-risky", "opp-fine"]
+    deals = load_open_deals(store, TENANT, ids)
+    flags = deal_flags(services, TENANT, ids, loaded=deals)
+    alone = {
+        crm_id: deals_evidence(services, TENANT, load_open_deals(store, TENANT, [crm_id]), flags)[
+            crm_id
+        ]
+        for crm_id in ids
+    }
+    assert deals_evidence(services, TENANT, deals, flags) == alone
+    assert "note:n-1" not in {e.ref for e in alone["opp-risky"]}  # its person opted out
 
 
 def test_lead_next_step_needs_recent_evidence() -> None:
