@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -356,3 +357,43 @@ def test_long_id_lists_are_filtered_after_the_scan_with_the_same_rows_as_a_where
     assert sorted(in_where[3]) == ids[:-1]
     with pytest.raises(ValueError, match="no column 'nope'"):
         store.to_arrow("t1", "lead", filters={"crm_id": ids}, columns=["nope"])
+
+
+def test_a_table_written_in_many_small_pages_is_compacted_and_its_indexes_cover_every_row(store):
+    from core.store import COMPACT_AT_FRAGMENTS
+
+    for page in range(COMPACT_AT_FRAGMENTS + 5):
+        rows = [activity("t1", page * 10 + i, f"006{i % 7}", "0010") for i in range(10)]
+        store.upsert("t1", "activity", rows)
+    table = store._table("activity")
+    # The write that reached the threshold compacted (to one or two fragments); the five writes
+    # after it each added one.
+    assert table.stats()["fragment_stats"]["num_fragments"] <= 2 + 5
+    assert store.count("t1", "activity") == (COMPACT_AT_FRAGMENTS + 5) * 10
+    unindexed = {
+        index.name: table.index_stats(index.name).num_unindexed_rows
+        for index in table.list_indices()
+    }
+    assert unindexed and max(unindexed.values()) <= 5 * 10, unindexed
+    found = store.query("t1", "activity", filters={"opportunity_id": ["0060"]}, limit=None)
+    assert len(found) == sum(1 for i in range(10) if i % 7 == 0) * (COMPACT_AT_FRAGMENTS + 5)
+
+
+def test_a_compaction_that_loses_a_race_fails_no_write(store, monkeypatch, caplog):
+    from core.store import COMPACT_AT_FRAGMENTS
+
+    caplog.set_level(logging.INFO, logger="core.store")
+    store.upsert("t1", "lead", [lead("t1", 0)])
+    table = store._table("lead")
+
+    def conflict(*args, **kwargs):
+        raise RuntimeError("lance error: Retryable commit conflict for version 9")
+
+    monkeypatch.setattr(type(table), "optimize", conflict)
+    for i in range(1, COMPACT_AT_FRAGMENTS + 3):
+        store.upsert("t1", "lead", [lead("t1", i)])
+    assert store.count("t1", "lead") == COMPACT_AT_FRAGMENTS + 3
+    assert "compaction of leads left for a later write" in caplog.text
+    monkeypatch.undo()
+    store.upsert("t1", "lead", [lead("t1", 999)])
+    assert store._table("lead").stats()["fragment_stats"]["num_fragments"] <= 2
