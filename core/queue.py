@@ -186,8 +186,11 @@ def preload_job_modules() -> None:
     for name in JOB_MODULES:
         importlib.import_module(name)
     from core.embeddings import integer_model
+    from manifests.loader import CRMS, load_manifest
 
     integer_model()
+    for crm in CRMS:
+        load_manifest(crm)  # parsed and validated once here, not by every connector's work horse
 
 
 # --------------------------------------------------------------------------------------------------

@@ -302,12 +302,13 @@ def describe_plan(plan: WritePlan) -> list[dict[str, Any]]:
 
 WRITEBACK_JOB = "sync.writeback.write_results"
 """The write-back job: ``write_results(tenant_id, kind, crm_ids)``."""
-WRITEBACK_CHUNK = 1000
-"""Record ids per write-back job (ten HubSpot batch updates, five Salesforce composite calls).
-Each job starts with a fresh process that loads the connector before its first write, about a
-second of CPU: a batch scoring of 5,000 leads is written by five jobs rather than ten. Larger
-chunks cost more than they save: the reads a chunk needs select its ids in one ``IN`` list, and
-100,000 ids in one job took a work horse past 15 GB."""
+WRITEBACK_CHUNK = 5000
+"""Record ids per write-back job (50 HubSpot batch updates, 25 Salesforce composite calls).
+A job's cost is mostly fixed: a fresh work horse opens the store and the connector, and its reads
+(score ledger, copilot results, records, write ledger) and the write-ledger merge scan whole
+tables. Measured at 100,000 leads: the reads took 0.66 s for 1,000 ids and 2.1 s for 5,000, the
+ledger merge 0.36 s and 0.41 s. Id lists over 1,000 are filtered in Arrow after the scan
+(``core.store.IN_LIST_LIMIT``), so a chunk's memory grows with the table, not the list."""
 
 
 def queue_writeback(

@@ -45,7 +45,7 @@ def test_keygen_prints_keys_the_configuration_accepts():
     assert cipher.decrypt(cipher.encrypt("t")) == "t"
 
 
-def test_help_imports_no_job_module_and_the_worker_preload_imports_them_all_and_the_model():
+def test_help_imports_no_job_module_and_the_worker_preload_imports_them_all_the_model_and_manifests():
     # `fieldwise --help` stays fast: only the worker command imports the job modules.
     probe = (
         "import sys\n"
@@ -58,11 +58,14 @@ def test_help_imports_no_job_module_and_the_worker_preload_imports_them_all_and_
         "print(sorted(m for m in JOB_MODULES if m not in sys.modules))\n"
         "from core.embeddings import integer_model\n"
         "print(integer_model.cache_info().currsize)\n"
+        "from manifests.loader import load_manifest\n"
+        "print(load_manifest.cache_info().currsize)\n"
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    # The work horses inherit the rewritten embedding model instead of each building it.
-    assert result.stdout.split() == ["[]", "[]", "1"]
+    # The work horses inherit the rewritten embedding model and both CRMs' parsed manifests
+    # instead of each building them.
+    assert result.stdout.split() == ["[]", "[]", "1", "2"]
 
 
 def test_worker_preloads_the_job_modules_before_it_starts_working(tmp_path, monkeypatch):
