@@ -316,18 +316,23 @@ def refresh_battle_cards(
 
 
 def deal_competitor(
-    services: Any, tenant_id: str, opportunity_id: str
+    services: Any,
+    tenant_id: str,
+    opportunity_id: str,
+    competitors: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[str, tuple[str, ...]] | None:
     """The competitor an open deal's card is about, with its aliases, or None.
 
     Closed deals get no card: there is nothing left to win. The first competitor on the deal
     wins; without one, the competitor named most often in the deal's notes (ties: the earliest
-    named).
+    named). ``competitors`` is the tenant's list (:func:`tenant_competitors`) when the caller
+    has it.
     """
     deal = services.store.get(tenant_id, "opportunity", opportunity_id)
     if deal is None or deal["is_closed"]:
         return None
-    competitors = tenant_competitors(services, tenant_id)
+    if competitors is None:
+        competitors = tenant_competitors(services, tenant_id)
     for value in deal["competitors"] or ():
         name = canonical_name(value, competitors)
         if name is not None:
@@ -358,15 +363,25 @@ def deal_competitor(
 class _Shared:
     """What every card of one refresh shares, built on first use.
 
-    The deal index, and per competitor the evidence that does not depend on the deal: the
-    searches across closed deals and intel, and the closed deals' records. A refresh of 200
-    deals against a handful of competitors runs those searches once per competitor, not per deal.
+    The tenant's competitors, the deal index, and per competitor what does not depend on the
+    deal: the closed deals it was in, the searches across closed deals and intel, and the closed
+    deals' records. A refresh of 200 deals against a handful of competitors reads and searches
+    those once per competitor, not per deal.
     """
 
+    competitors: dict[str, tuple[str, ...]] | None = None
     deals: dict[str, dict[str, Any]] | None = None
-    against: dict[tuple[str, tuple[str, ...]], tuple[list[Evidence], list[Evidence]]] = field(
-        default_factory=dict
-    )
+    against: dict[tuple[str, tuple[str, ...]], _Against] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Against:
+    """One competitor's share of :class:`_Shared`."""
+
+    closed: list[dict[str, Any]]
+    """The closed deals it was in, most recently closed first."""
+    searched: list[Evidence]
+    closed_records: list[Evidence]
 
 
 def _plan(
@@ -375,29 +390,31 @@ def _plan(
     from copilot.intel import doc_versions
     from copilot.settings import load_settings
 
-    found = deal_competitor(services, tenant_id, opportunity_id)
+    shared = shared if shared is not None else _Shared()
+    if shared.competitors is None:
+        shared.competitors = tenant_competitors(services, tenant_id)
+    found = deal_competitor(services, tenant_id, opportunity_id, shared.competitors)
     if found is None:
         return None
     competitor, aliases = found
     store = services.store
     settings = load_settings(services.registry, tenant_id)
-    shared = shared if shared is not None else _Shared()
     if shared.deals is None:
         shared.deals = deal_index(store, tenant_id)
     deals = shared.deals
-    wordings = {w.casefold() for w in (competitor, *aliases)}
-    # Cards are built for open deals only, so the deal itself is never among the closed ones.
-    closed = [
-        d
-        for d in deals.values()
-        if d["is_closed"] and any(v.casefold() in wordings for v in d["competitors"] or ())
-    ]
-    closed.sort(key=lambda d: (d.get("close_date") or date.min, d["crm_id"]), reverse=True)
-    if (competitor, aliases) not in shared.against:
-        shared.against[(competitor, aliases)] = _competitor_evidence(
-            store, tenant_id, competitor, aliases, closed
-        )
-    searched, closed_records = shared.against[(competitor, aliases)]
+    against = shared.against.get((competitor, aliases))
+    if against is None:
+        wordings = {w.casefold() for w in (competitor, *aliases)}
+        # Cards are built for open deals only, so the deal itself is never among the closed ones.
+        closed = [
+            d
+            for d in deals.values()
+            if d["is_closed"] and any(v.casefold() in wordings for v in d["competitors"] or ())
+        ]
+        closed.sort(key=lambda d: (d.get("close_date") or date.min, d["crm_id"]), reverse=True)
+        searched, records = _competitor_evidence(store, tenant_id, competitor, aliases, closed)
+        against = shared.against[(competitor, aliases)] = _Against(closed, searched, records)
+    closed, searched, closed_records = against.closed, against.searched, against.closed_records
     evidence: dict[str, Evidence] = {}
     for item in searched:
         evidence.setdefault(item.ref, item)

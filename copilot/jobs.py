@@ -48,8 +48,10 @@ from sync.writeback import queue_writeback
 
 log = logging.getLogger(__name__)
 
-REFRESH_CHUNK = 200
-"""Record ids per copilot refresh job."""
+REFRESH_CHUNK = 500
+"""Record ids per copilot refresh job. A deal refresh job reads tenant-wide inputs once (stage
+medians over the closed deals' history, the note matrix, each competitor's evidence: about 12 s
+at 100,000 leads), so the 1,400 open deals of such a tenant are refreshed by three jobs."""
 SEGMENTS_INTERVAL_S = 24 * 3600
 """Segments are re-clustered this often."""
 
