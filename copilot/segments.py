@@ -35,7 +35,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from statistics import median
 from typing import Any
@@ -735,6 +735,16 @@ class _TenantData:
     contacts: list[dict[str, Any]]
     leads: list[dict[str, Any]]
     lead_notes: dict[str, list[int]]
+    _themes: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    def themes_of(self, note: int) -> frozenset[str]:
+        """The keys of the themes a note raises, matched once per note however often asked."""
+        found = self._themes.get(note)
+        if found is None:
+            text = _note_text(self.notes[note])
+            found = frozenset(t.key for t in THEMES if t.pattern.search(text))
+            self._themes[note] = found
+        return found
 
     def firmographics(self) -> list[dict[str, Any]]:
         return self.accounts
@@ -1106,12 +1116,7 @@ def _theme_rates(data: _TenantData, accounts: Sequence[str]) -> dict[str, tuple[
     indices = [i for a in accounts for i in data.notes_by_account.get(a, [])]
     if not indices:
         return {}
-    counts = Counter(
-        theme.key
-        for i in indices
-        for theme in THEMES
-        if theme.pattern.search(_note_text(data.notes[i]))
-    )
+    counts = Counter(key for i in indices for key in data.themes_of(i))
     return {key: (count, count / len(indices)) for key, count in counts.items()}
 
 
@@ -1200,7 +1205,7 @@ def _theme_items(data: _TenantData, indices: Sequence[int], kind: str) -> list[d
     for theme in THEMES:
         if theme.kind != kind:
             continue
-        hits = [i for i in indices if theme.pattern.search(_note_text(data.notes[i]))]
+        hits = [i for i in indices if theme.key in data.themes_of(i)]
         if not hits:
             continue
         newest = sorted(hits, key=lambda i: (_when(data.notes[i]), data.notes[i]["crm_id"]))
