@@ -715,10 +715,9 @@ class Store:
     def put_tenant(self, row: Mapping[str, Any]) -> None:
         """Insert or replace one tenant's registry row."""
         _require_tenant(row.get("tenant_id"))
-        table = self._system_table("tenants", TENANT_SCHEMA)
         data = pa.Table.from_pylist([{n: row.get(n) for n in TENANT_SCHEMA.names}], TENANT_SCHEMA)
-        table.merge_insert(
-            "tenant_id"
+        self._merge_on_key(
+            "tenants", TENANT_SCHEMA
         ).when_matched_update_all().when_not_matched_insert_all().execute(data)
 
     def get_tenant(self, tenant_id: str) -> dict[str, Any] | None:
@@ -775,7 +774,7 @@ class Store:
         }
         state = self._system_table("sync_state", SYNC_STATE_SCHEMA)
         (
-            state.merge_insert(["tenant_id", "stream"])
+            self._merge_on_key("sync_state", SYNC_STATE_SCHEMA)
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute(pa.Table.from_pylist([row], SYNC_STATE_SCHEMA))
@@ -796,8 +795,7 @@ class Store:
             "parked_at": datetime.now(UTC),
         }
         (
-            self._system_table("parked_jobs", PARKED_JOB_SCHEMA)
-            .merge_insert(["tenant_id", "job_id"])
+            self._merge_on_key("parked_jobs", PARKED_JOB_SCHEMA)
             .when_not_matched_insert_all()
             .execute(pa.Table.from_pylist([row], PARKED_JOB_SCHEMA))
         )
@@ -870,7 +868,7 @@ class Store:
         ]  # fmt: skip
         ledger = self._system_table("write_ledger", WRITE_LEDGER_SCHEMA)
         (
-            ledger.merge_insert(["tenant_id", "object_name", "crm_id", "field"])
+            self._merge_on_key("write_ledger", WRITE_LEDGER_SCHEMA)
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute(pa.Table.from_pylist(rows, WRITE_LEDGER_SCHEMA))
@@ -976,8 +974,8 @@ class Store:
             keyed,
         )
         table = self._system_table(name, keyed)
-        table.merge_insert(
-            ["tenant_id", *keys]
+        self._merge_on_key(
+            name, keyed
         ).when_matched_update_all().when_not_matched_insert_all().execute(data)
         self._compact_if_fragmented(table)
         return len(rows)
@@ -1231,8 +1229,7 @@ class Store:
         _require_tenant(tenant_id)
         data = {n: row.get(n) for n in MODEL_SCHEMA.names} | {"tenant_id": tenant_id}
         (
-            self._system_table("models", MODEL_SCHEMA)
-            .merge_insert(["tenant_id", "kind", "version"])
+            self._merge_on_key("models", MODEL_SCHEMA)
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute(pa.Table.from_pylist([data], MODEL_SCHEMA))
@@ -1329,8 +1326,7 @@ class Store:
              "erased_at": datetime.now(UTC), "counts_json": json.dumps(dict(counts), sort_keys=True)}
         ]  # fmt: skip
         (
-            self._system_table("erasures", ERASURE_SCHEMA)
-            .merge_insert(["tenant_id", "subject_hash"])
+            self._merge_on_key("erasures", ERASURE_SCHEMA)
             .when_matched_update_all()
             .when_not_matched_insert_all()
             .execute(pa.Table.from_pylist(rows, ERASURE_SCHEMA))
@@ -1349,8 +1345,7 @@ class Store:
             for i in sorted(set(crm_ids))
         ]  # fmt: skip
         (
-            self._system_table("erasures", ERASURE_SCHEMA)
-            .merge_insert(["tenant_id", "subject_hash"])
+            self._merge_on_key("erasures", ERASURE_SCHEMA)
             .when_not_matched_insert_all()
             .execute(pa.Table.from_pylist(rows, ERASURE_SCHEMA))
         )
@@ -1413,11 +1408,24 @@ class Store:
             table = self._tables.get(name)
             if table is None:
                 table = self._tables[name] = self._open_or_create(name, schema)
+        if name not in self._keyed:
+            self._declare_key_once(name, table, schema)
+        return table
+
+    def _merge_on_key(self, name: str, schema: pa.Schema) -> Any:
+        """A ``merge_insert`` into table ``name`` matched on the key ``schema`` declares."""
+        return self._system_table(name, schema).merge_insert(_declares_key(schema))
+
+    def _declare_key_once(self, name: str, table: Any, schema: pa.Schema) -> None:
+        """Declare the key ``schema`` names on ``table`` (once per store; none: nothing to do).
+
+        A table that ``schema`` gives no key is not remembered: the same feature table is read
+        and appended with its plain schema and merged with a keyed one (:meth:`put_rows`).
+        """
         key = _declares_key(schema)
-        if key and name not in self._keyed:
+        if key:
             self._declare_key(table, key)
             self._keyed.add(name)
-        return table
 
     def _open_or_create(self, name: str, schema: pa.Schema) -> Any:
         if name in _list_tables(self._db):
@@ -1481,8 +1489,7 @@ class Store:
                     return None
                 self._tables[name] = table
         if name not in self._keyed:
-            self._declare_key(table, list(KEY_COLUMNS))
-            self._keyed.add(name)
+            self._declare_key_once(name, table, arrow_schema(entity))
         return table
 
     def _drop_stale(
