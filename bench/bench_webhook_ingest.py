@@ -14,7 +14,7 @@ dedupe and becomes a pending fetch. Two runs per server:
   endpoint's (target >= 0.60). Both servers stay up and the loop alternates between them in
   ``ROUNDS`` slices (bare first in one round, Fieldwise first in the next); the share is the
   median of the rounds' shares. Measured one after the other, a slow spell of the shared machine
-  during either run moved the share between 0.44 and 0.80 on the same code;
+  during either run moved the share between 0.44 and 0.80 across runs;
 * fixed rate (``--rate`` events/s): p50 and p99 answer time, measured from each request's scheduled
   send time so a stalled server cannot hide its queueing (target p99 < 25 ms).
 """
