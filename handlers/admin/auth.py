@@ -10,6 +10,9 @@
 * Every route under ``/admin`` except the login page and the stylesheet needs the login: pages
   redirect to the login page, POSTs and ``/admin/api/`` answer 401 JSON. Every POST must carry the
   session's CSRF token (:mod:`handlers.admin.csrf`) or is refused with 400 before it runs.
+* Only requests under ``/admin`` open the session. Webhooks, widgets, install and health never
+  read or set the cookie: they authenticate each request by its signature or token, and webhook
+  deliveries, the most frequent requests, skip the cookie's parsing and verification.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from flask import Flask, Response, redirect, render_template, request, session, url_for
+from flask import Flask, Request, Response, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.security import check_password_hash
 
 from core.config import Config
@@ -37,14 +41,28 @@ SESSION_FLAG = "admin"
 SESSION_SINCE = "admin_since"
 
 
+class ConsoleSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, opened only for the admin console's paths.
+
+    Elsewhere Flask's null session stands in: reading it finds nothing, writing to it raises.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """The console's session under ``/admin``; None (a null session) on any other path."""
+        if request.path != bp.url_prefix and not request.path.startswith(f"{bp.url_prefix}/"):
+            return None
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask, config: Config) -> None:
-    """Set the session cookie's flags and lifetime for the console, and register the blueprint."""
+    """Open sessions under /admin only, with their cookie flags and lifetime; add the blueprint."""
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=urlparse(config.public_url).scheme == "https",
         PERMANENT_SESSION_LIFETIME=timedelta(minutes=config.admin_session_minutes),
     )
+    app.session_interface = ConsoleSessionInterface()
     app.jinja_env.globals["csrf_token"] = csrf.token
     app.register_blueprint(bp)
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 from admin_fixtures import scored_console
+from flask import session
 from werkzeug.security import generate_password_hash
 
 from core.config import Config, Secret
@@ -125,9 +126,38 @@ def test_session_cookie_is_httponly_lax_and_secure_behind_https(tmp_path):
         app.extensions[EXTENSION].queue.stop()
 
 
+def test_only_console_paths_open_the_session_cookie(tmp_path):
+    password = "correct horse battery"
+    config = Config.for_demo(
+        lancedb_uri=str(tmp_path / "db"),
+        admin_password_hash=Secret(generate_password_hash(password)),
+    )
+    app = create_app(config)
+
+    @app.get("/administrator/probe")  # shares the console's prefix as text, not as a path
+    @app.get("/probe")
+    def probe():
+        return {"login": session.get("admin"), "null": session.__class__.__name__}
+
+    try:
+        client = app.test_client()
+        client.environ_base["REMOTE_ADDR"] = "127.0.2.2"
+        token = _token(client.get("/admin/login").text)
+        answer = client.post("/admin/login", data={"password": password, "csrf_token": token})
+        assert answer.status_code == 302
+        assert client.get("/admin/").status_code == 200  # the cookie still logs the console in
+        for path in ("/probe", "/administrator/probe"):
+            seen = client.get(path)  # the test client sends the console's cookie here too
+            assert seen.json == {"login": None, "null": "NullSession"}
+            assert "Set-Cookie" not in seen.headers
+        assert "Set-Cookie" not in client.get("/healthz").headers
+    finally:
+        app.extensions[EXTENSION].queue.stop()
+
+
 def test_an_expired_login_is_sent_back_to_the_login_page(console):
     client, _ = _logged_in(console)
-    with client.session_transaction() as session:
+    with client.session_transaction("/admin/") as session:
         session["admin_since"] = int(time.time()) - 61 * 60
     assert client.get("/admin/").status_code == 302
 
