@@ -42,7 +42,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_scoring": ["--leads", "3000"],
     "bench_freshness": ["--seconds", "6", "--rate", "20"],
     "bench_writeback_cost": ["--leads", "2000"],
-    "bench_webhook_ingest": ["--seconds", "4"],
+    "bench_webhook_ingest": ["--seconds", "4", "--rounds", "4", "--rate-seconds", "4"],
     "bench_backfill": ["--leads", "1000"],
     "bench_retrieval": ["--notes", "10000", "--queries", "50"],
     "bench_admin_pages": ["--leads", "10000", "--ledger", "10000", "--runs", "5"],
