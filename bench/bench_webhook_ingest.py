@@ -1,8 +1,7 @@
 """Webhook ingest: events/s and answer times of ``POST /webhooks/hubspot`` under gunicorn.
 
 Run: ``python bench/bench_webhook_ingest.py [--seconds 20] [--rounds 10] [--batch 10] [--rate 500]``.
-Needs Redis
-(``--redis``, default ``redis://127.0.0.1:6379/12``; the database is flushed).
+It needs Redis (``--redis``, default ``redis://127.0.0.1:6379/12``; the database is flushed).
 
 Two gunicorn servers run with the same settings (``--workers 2 --threads 4``, gthread, loopback):
 Fieldwise's ``wsgi:app`` on real Redis with one installed HubSpot tenant, and a bare Flask app whose
@@ -16,8 +15,8 @@ dedupe and becomes a pending fetch. Two runs per server:
   between them in ``--rounds`` slices (bare first in one round, Fieldwise first in the next); the
   share is the median of the rounds' shares. Measured one after the other, a slow spell of the
   shared machine during either run moved the share between 0.44 and 0.80 across runs; with five
-  rounds of 2 s, the median still moved between 0.57 and 0.69 from run to run on one machine and
-  one code, so the default takes ten;
+  rounds of 2 s, the median still moved between 0.57 and 0.67 from run to run on one machine, so
+  the default takes ten;
 * fixed rate (``--rate`` events/s, ``--rate-seconds`` per server): p50 and p99 answer time,
   measured from each request's scheduled send time so a stalled server cannot hide its queueing
   (target p99 < 25 ms).
