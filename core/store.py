@@ -20,7 +20,8 @@ what keeps that safe:
   both found a key absent would both insert it; every table merged on a key therefore declares
   that key as its primary key (``keyed_schema``), which makes Lance refuse the second insert and
   ``merge_insert`` retry it as an update (``tests/reliability/test_concurrent_inserts.py``; tables
-  of older stores are declared when first opened). Measured with three processes merging
+  of older stores are declared when first opened, after the copies such races left in them are
+  removed, keeping the last inserted). Measured with three processes merging
   overlapping keys into one table: 120 concurrent upserts, no exception, at most 2 attempts each;
   and in ``tests/reliability/test_concurrent_workers.py``, three workers syncing one tenant. Readers see
   each other's commits because the connection checks for a newer version before every read
@@ -1447,6 +1448,7 @@ class Store:
         stored = table.schema
         if _declares_key(stored) == key:
             return
+        self._drop_duplicate_keys(table, key)
         marker = PRIMARY_KEY_METADATA.decode()
         try:
             nullable = [name for name in key if stored.field(name).nullable]
@@ -1468,6 +1470,40 @@ class Store:
             if _declares_key(table.schema) != key:
                 raise
         log.info("table %s: declared primary key %s", table.name, ", ".join(key))
+
+    def _drop_duplicate_keys(self, table: Any, key: list[str]) -> None:
+        """Keep one row per key in a table from before keys were declared: the last inserted.
+
+        Before the key was declared, two processes inserting the same new record could both
+        commit, and such a table may hold a record twice; reads would then return it twice and
+        a merge on the key would keep updating both copies. The twins come from one CRM record
+        fetched twice, so the row inserted last (the highest row id) stands for it. Deleting by
+        row id is safe to repeat, so a process that loses a commit race to another process doing
+        the same repair scans again and finds nothing more to remove.
+        """
+        for attempt in range(3):
+            try:
+                keys = table.search().select(key).with_row_id(True).limit(None).to_arrow()
+                if keys.num_rows == 0:
+                    return
+                kept = keys.group_by(key, use_threads=False).aggregate([("_rowid", "max")])
+                extra = pc.filter(
+                    keys["_rowid"],
+                    pc.invert(pc.is_in(keys["_rowid"], value_set=kept["_rowid_max"])),
+                ).to_pylist()
+                if not extra:
+                    return
+                for start in range(0, len(extra), 1_000):
+                    chunk = ", ".join(str(row_id) for row_id in extra[start : start + 1_000])
+                    table.delete(f"_rowid IN ({chunk})")
+                log.warning(
+                    "table %s: removed %d duplicate rows (rows sharing a %s with a later row)",
+                    table.name, len(extra), ", ".join(key),
+                )  # fmt: skip
+                return
+            except Exception:
+                if attempt == 2:
+                    raise
 
     # ----------------------------------------------------------------------------------------------
     # Internals

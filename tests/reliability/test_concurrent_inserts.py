@@ -124,3 +124,34 @@ def test_a_store_from_before_keys_were_declared_is_keyed_on_first_use_and_keeps_
         assert not any(schema.field(column).nullable for column in key)
     companies = {row["crm_id"]: row["company"] for row in store.to_arrow("t1", "lead").to_pylist()}
     assert companies == {"0-0": "written by new", "0-1": "written by old", "0-2": "written by old"}
+
+
+def test_records_an_older_store_holds_twice_are_kept_once_the_later_copy(tmp_path):
+    import lancedb
+
+    uri = str(tmp_path / "lancedb")
+    lead_layout = _unkeyed(arrow_schema("lead"))
+
+    def rows(*leads: dict[str, Any]) -> pa.Table:
+        return pa.Table.from_pylist(
+            [
+                {name: lead.get(name) for name in lead_layout.names} | {"custom": "{}"}
+                for lead in leads
+            ],
+            lead_layout,
+        )
+
+    old = lancedb.connect(uri)
+    table = old.create_table("leads", rows(_lead(0, 0, "a"), _lead(0, 1, "a"), _lead(0, 2, "a")))
+    table.add(rows(_lead(0, 0, "b"), _lead(0, 1, "b")))  # the race: both writers inserted 0-0, 0-1
+    table.add(rows(_lead(0, 0, "c")))
+    assert table.count_rows() == 6
+
+    store = Store(uri)
+    companies = sorted(
+        (row["crm_id"], row["company"]) for row in store.to_arrow("t1", "lead").to_pylist()
+    )
+    assert companies == [("0-0", "written by c"), ("0-1", "written by b"), ("0-2", "written by a")]
+    result = store.upsert("t1", "lead", [_lead(0, 1, "new") | {"updated_at": NOW.replace(day=2)}])
+    assert (result.inserted, result.updated, result.skipped_stale) == (0, 1, 0)
+    assert lancedb.connect(uri).open_table("leads").count_rows() == 3
