@@ -1436,6 +1436,9 @@ class Store:
         except ValueError:
             # Another process created it in between, in a layout from before the primary key
             # (``create_table`` refuses a schema that differs); ``_declare_key`` brings it up to date.
+            # Any other refusal is the caller's to see.
+            if name not in _list_tables(self._db):
+                raise
             return self._db.open_table(name)
 
     def _declare_key(self, table: Any, key: list[str]) -> None:
