@@ -1487,6 +1487,8 @@ class Store:
         for attempt in range(3):
             try:
                 keys = table.search().select(key).with_row_id(True).limit(None).to_arrow()
+                for column in key:  # a row missing part of its key shares it with no other row
+                    keys = keys.filter(pc.is_valid(keys[column]))
                 if keys.num_rows == 0:
                     return
                 kept = keys.group_by(key, use_threads=False).aggregate([("_rowid", "max")])
