@@ -13,20 +13,19 @@ Several writers (web processes, ``fieldwise worker`` processes, the CLI) share t
 what keeps that safe:
 
 * Local folder (the default, and a shared POSIX volume): every write is a new table version,
-  committed by atomically creating the next manifest file, which the filesystem lets only one
-  writer win. A loser re-reads the new version, checks its change against what was committed in
-  between and commits again; ``merge_insert`` does this itself (``MergeResult.num_attempts``
-  counts the tries). A commit that only inserts touches no existing rows, so two writers that
-  both found a key absent would both insert it; every table merged on a key therefore declares
-  that key as its primary key (``keyed_schema``), which makes Lance refuse the second insert and
-  ``merge_insert`` retry it as an update (``tests/reliability/test_concurrent_inserts.py``; tables
-  of older stores are declared when first opened, after the copies such races left in them are
-  removed, keeping the last inserted). Measured with three processes merging
-  overlapping keys into one table: 120 concurrent upserts, no exception, at most 2 attempts each;
-  and in ``tests/reliability/test_concurrent_workers.py``, three workers syncing one tenant. Readers see
-  each other's commits because the connection checks for a newer version before every read
-  (``read_consistency_interval=0``). Upserts are idempotent (keyed, newer-only), so a job retried
-  after a crash writes nothing twice.
+  committed by atomically creating the next manifest file, which the filesystem lets only one writer
+  win. A loser re-reads the new version, checks its change against what was committed in between and
+  commits again; ``merge_insert`` does this itself (``MergeResult.num_attempts`` counts the tries).
+  A commit that only inserts touches no existing rows, so two writers that both found a key absent
+  would both insert it; every table merged on a key therefore declares that key as its primary key
+  (``keyed_schema``), which makes Lance refuse the second insert and ``merge_insert`` retry it as an
+  update (``tests/reliability/test_concurrent_inserts.py``; tables of older stores are declared when
+  first opened, after the copies such races left in them are removed, keeping the last inserted).
+  Measured with three processes merging overlapping keys into one table: 120 concurrent upserts, no
+  exception, at most 2 attempts each; and in ``tests/reliability/test_concurrent_workers.py``, three
+  workers syncing one tenant. Readers see each other's commits because the connection checks for a
+  newer version before every read (``read_consistency_interval=0``). Upserts are idempotent (keyed,
+  newer-only), so a job retried after a crash writes nothing twice.
 * Object storage (``s3://``): S3 has no atomic "create if absent" for the manifest, so two
   writers committing to one table at once can overwrite each other's version. Either configure
   LanceDB's DynamoDB commit store (a ``s3+ddb://bucket/path?ddbTableName=...`` URI; the table's
@@ -1522,10 +1521,10 @@ class Store:
         with self._lock:
             table = self._tables.get(name)
             if table is None:
-                if name in _list_tables(self._db):
-                    table = self._db.open_table(name)
-                elif create:
+                if create:
                     table = self._open_or_create(name, arrow_schema(entity))
+                elif name in _list_tables(self._db):
+                    table = self._db.open_table(name)
                 else:
                     return None
                 self._tables[name] = table
