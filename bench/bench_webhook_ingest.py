@@ -330,17 +330,19 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
+        whole = {label: _combined(closed[label], args.batch) for label in targets}
         for label in targets:
-            whole = _combined(closed[label], args.batch)
-            for kind, r in (("closed loop", whole), (f"fixed {args.rate:.0f} ev/s", fixed[label])):
+            for kind, r in (
+                ("closed loop", whole[label]),
+                (f"fixed {args.rate:.0f} ev/s", fixed[label]),
+            ):
                 print(f"{label:9s} {kind:16s}: {r['events_per_s']:8,.0f} events/s "
                       f"({r['requests']} deliveries of {args.batch}), p50 {r['p50_ms']:.2f} ms, "
                       f"p99 {r['p99_ms']:.2f} ms, statuses {r['statuses']}")  # fmt: skip
         print("closed-loop share per round: " + ", ".join(f"{x:.3f}" for x in shares))
         pending = redis.Redis.from_url(args.redis).dbsize()
     print(f"Redis keys after the runs (pending sets, seen events, queued fetches): {pending}")
-    bare = _combined(closed["bare"], args.batch)
-    fieldwise = _combined(closed["fieldwise"], args.batch)
+    bare, fieldwise = whole["bare"], whole["fieldwise"]
     share = statistics.median(shares)
     timed = fixed["fieldwise"]
     runs = [*closed["bare"], *closed["fieldwise"], *fixed.values()]
